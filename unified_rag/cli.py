@@ -127,5 +127,21 @@ def info(index_dir: Path):
     typer.echo(json.dumps(m.model_dump(mode="json", exclude={"files"}), indent=2))
 
 
+def _add_subcommands() -> None:
+    """`train` and `bench` live with their packages; they import heavy modules only when run."""
+    import importlib
+
+    for module, name in (("trainers.cli", "train"), ("benchmarks.cli", "bench")):
+        try:
+            sub = importlib.import_module(module).app
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        app.add_typer(sub, name=name)
+
+
+_add_subcommands()
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,1 @@
+"""Benchmarks: retrieval quality, harmful-content retrieval, reasoning-heavy retrieval, efficiency."""
