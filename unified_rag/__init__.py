@@ -2,27 +2,40 @@
 
 Read in data-flow order: backbone.py -> embedders/ -> chunking.py, store.py, index.py -> rag.py
 (retrieve) -> generator.py (answer).
+
+Names are imported on first use: `embedders` builds on `unified_rag.backbone`, so an eager import
+here would be circular, and `unified-rag --help` stays fast.
 """
-from embedders import (EMBEDDERS, Embedder, EmbedderConfig, LastTokenEmbedder, LLM2VecGenConfig,
-                       LLM2VecGenEmbedder, MeanPoolEmbedder, load_embedder)
+from importlib import import_module
 
-from .backbone import DEFAULT_MODEL, Backbone
-from .chunking import ChunkConfig
-from .errors import (EmbedderMismatchError, EmptyCorpusError, IndexLoadError, InputError, ModelLoadError,
-                     UnifiedRAGError)
-from .generator import GenerationConfig, Generator
-from .index import IndexConfig, VectorIndex
-from .rag import AnswerStream, UnifiedRAG, library_version
-from .readers import read_documents
-from .store import DocStore
-from .types import Answer, Document, Hit
+_EXPORTS = {
+    "embedders": ["EMBEDDERS", "Embedder", "EmbedderConfig", "LastTokenEmbedder", "LLM2VecGenConfig",
+                  "LLM2VecGenEmbedder", "MeanPoolEmbedder", "load_embedder"],
+    ".backbone": ["DEFAULT_MODEL", "Backbone"],
+    ".chunking": ["ChunkConfig"],
+    ".errors": ["EmbedderMismatchError", "EmptyCorpusError", "IndexLoadError", "InputError", "ModelLoadError",
+                "UnifiedRAGError"],
+    ".generator": ["GenerationConfig", "Generator"],
+    ".index": ["IndexConfig", "VectorIndex"],
+    ".rag": ["AnswerStream", "UnifiedRAG", "library_version"],
+    ".readers": ["read_documents"],
+    ".store": ["DocStore"],
+    ".types": ["Answer", "Document", "Hit"],
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE) + ["__version__"]
 
-__version__ = library_version()
 
-__all__ = [
-    "Answer", "AnswerStream", "Backbone", "ChunkConfig", "DEFAULT_MODEL", "DocStore", "Document", "EMBEDDERS",
-    "Embedder", "EmbedderConfig", "EmbedderMismatchError", "EmptyCorpusError", "GenerationConfig", "Generator",
-    "Hit", "IndexConfig", "IndexLoadError", "InputError", "LLM2VecGenConfig", "LLM2VecGenEmbedder",
-    "LastTokenEmbedder", "MeanPoolEmbedder", "ModelLoadError", "UnifiedRAG", "UnifiedRAGError", "VectorIndex",
-    "load_embedder", "read_documents",
-]
+def __getattr__(name: str):
+    if name == "__version__":
+        return import_module(".rag", __name__).library_version()
+    if name not in _WHERE:
+        raise AttributeError(f"module 'unified_rag' has no attribute {name!r}")
+    mod = _WHERE[name]
+    value = getattr(import_module(mod, __name__ if mod.startswith(".") else None), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

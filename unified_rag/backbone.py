@@ -154,13 +154,18 @@ class Backbone:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, *, device="auto",
-                        dtype="auto", trust_remote_code: bool = False, revision: str | None = None) -> Backbone:
+                        dtype="auto", trust_remote_code: bool = False, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None) -> Backbone:
+        """Load once. HF ids resolve through the HF cache (`cache_dir`); with HF_HUB_OFFLINE=1 or
+        `local_files_only=True` nothing is downloaded."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         name, src = _resolve_source(name_or_path)
-        kw = dict(trust_remote_code=trust_remote_code, revision=revision)
+        kw = dict(trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir)
+        if local_files_only is not None:
+            kw["local_files_only"] = local_files_only
         try:
             tok = AutoTokenizer.from_pretrained(src, **kw)
             model = AutoModelForCausalLM.from_pretrained(src, dtype=dt, **kw)
@@ -200,18 +205,21 @@ class Backbone:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Identifies the weights: config plus a hash of the input embedding matrix and final norm."""
-        h = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode())
-        emb = self.model.get_input_embeddings().weight
-        h.update(emb.detach().float().cpu().numpy()[:: max(1, emb.shape[0] // 512)].tobytes())
-        for n, p in list(self.model.named_parameters())[-2:]:
-            h.update(n.encode() + p.detach().float().cpu().numpy().tobytes()[: 1 << 16])
+        """Identifies the weights, not the files: every parameter's name, shape and leading values,
+        rounded to bf16 so that a bf16 and a float32 load of the same model agree."""
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                head = p.detach().reshape(-1)[:4096].to(torch.bfloat16).float().cpu()
+                h.update(f"{n}{tuple(p.shape)}".encode() + head.numpy().tobytes())
         return h.hexdigest()[:16]
 
     def hidden_states(self, *, attention_mask, input_ids=None, inputs_embeds=None, position_ids=None):
         """Last-layer hidden states; positions come from the mask so left and right padding agree."""
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        if bool(attention_mask.all()):
+            attention_mask = None  # no padding: SDPA's causal fast path, about 20% faster on CPU
         out = self.decoder(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            position_ids=position_ids, use_cache=False)
         return out.last_hidden_state

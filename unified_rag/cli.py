@@ -127,6 +127,34 @@ def info(index_dir: Path):
     typer.echo(json.dumps(m.model_dump(mode="json", exclude={"files"}), indent=2))
 
 
+@app.command()
+@_friendly
+def standardize(texts: List[Path] = typer.Argument(..., help="Unlabelled texts, one per line (.txt, .tsv id<TAB>text, .jsonl)."),
+                out: Path = typer.Option(..., "--out", "-o", help="Adapter dir to write."),
+                model: Optional[str] = typer.Option(None, help="Backbone (default: offline SmolLM2)."),
+                pooling: str = typer.Option("mean", help="mean or last."),
+                limit: int = typer.Option(4000, help="Texts to use, sampled with --seed."),
+                seed: int = typer.Option(0), verbose: bool = Verbose):
+    """Fit per-dimension standardisation of an untrained pooling and save it as an adapter dir."""
+    _quiet(verbose)
+    import random
+
+    from embedders import EMBEDDERS, load_embedder
+    from unified_rag.backbone import Backbone
+    from unified_rag.errors import InputError
+    from unified_rag.readers import read_texts
+
+    if pooling not in ("mean", "last"):
+        raise InputError(f"--pooling must be mean or last, not {pooling!r}")
+    pool = [t for f in texts for t in read_texts(f)]
+    random.Random(seed).shuffle(pool)
+    emb = load_embedder(pooling, Backbone.from_pretrained(model))
+    # Queries are embedded with the query instruction, so the statistics describe that input.
+    emb.fit_standardization(pool[:limit], instruction=emb.config.query_instruction, show_progress_bar=True)
+    emb.save_pretrained(out)
+    typer.echo(f"fitted {EMBEDDERS[pooling].__name__} standardisation on {min(limit, len(pool))} texts -> {out}")
+
+
 def _add_subcommands() -> None:
     """`train` and `bench` live with their packages; they import heavy modules only when run."""
     import importlib

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -93,10 +94,12 @@ class UnifiedRAG:
                         device="auto", dtype="auto", trust_remote_code: bool = False, **kw) -> UnifiedRAG:
         """`model`: None (offline SmolLM2 default), an HF id or dir, a .gguf, or a loaded Backbone.
         `embedder`: "auto", a kind ("mean", "last", "llm2vec-gen"), an adapter dir, or an Embedder."""
-        backbone = model if isinstance(model, Backbone) else Backbone.from_pretrained(
-            model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        if isinstance(embedder, Embedder):
-            backbone = embedder.backbone if model is None else backbone
+        if isinstance(model, Backbone):
+            backbone = model
+        elif isinstance(embedder, Embedder) and model is None:
+            backbone = embedder.backbone  # reuse the weights the embedder already holds
+        else:
+            backbone = Backbone.from_pretrained(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         return cls(backbone, load_embedder(embedder, backbone), **kw)
 
     # --- indexing ---------------------------------------------------------------------------
@@ -117,6 +120,9 @@ class UnifiedRAG:
             elif isinstance(it, str):
                 if not it.strip():
                     raise InputError("empty or whitespace-only document text")
+                if "\n" not in it and len(it) < 4096 and os.path.exists(it):
+                    warnings.warn(f"{it!r} is indexed as text; pass Path({it!r}) or use add_paths() "
+                                  "to read the file", stacklevel=3)
                 docs.append(Document(text=it))
             else:
                 raise InputError(f"cannot index an object of type {type(it).__name__}")

@@ -1,0 +1,37 @@
+"""Run the whole pipeline in a fresh process and print memory figures as JSON (used by a test)."""
+import json
+import resource
+import sys
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+import torch  # noqa: E402  (imported after the helpers so the baseline includes the libraries)
+
+from unified_rag import Backbone, UnifiedRAG  # noqa: E402
+from unified_rag.integrations.llama_index import UnifiedRAGEmbedding, UnifiedRAGLLM  # noqa: E402
+
+import faiss  # noqa: E402,F401
+import transformers  # noqa: E402,F401
+
+base = rss_mb()
+backbone = Backbone.from_pretrained()
+loaded = rss_mb()
+rag = UnifiedRAG.from_pretrained(backbone)
+docs = [line for line in open(sys.argv[1]).read().splitlines()[:40]]
+rag.add_documents([json.loads(d)["text"] for d in docs], show_progress_bar=False)
+ans = rag.answer("What does the Kraft inequality state?", k=3, max_new_tokens=16)
+emb = UnifiedRAGEmbedding.from_rag(rag, embedder="llm2vec-gen")
+emb.get_text_embedding_batch(["one", "two"])
+UnifiedRAGLLM.from_rag(rag, max_new_tokens=4).complete("Hi")
+models = [rag.embedder.backbone.model, rag.generator.backbone.model, emb._embedder.backbone.model]
+same = all([p.data_ptr() for p in m.parameters()] == [p.data_ptr() for p in models[0].parameters()] for m in models)
+print(json.dumps(dict(base_mb=base, loaded_mb=loaded, peak_mb=peak_mb(), param_mb=backbone.param_bytes() / 2**20,
+                      same_storage=same, answer=ans.text, n_threads=torch.get_num_threads())))
