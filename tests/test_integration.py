@@ -38,15 +38,17 @@ def test_default_backbone(smol):
 
 
 def test_one_copy_of_the_weights_and_memory():
-    """The whole pipeline in a fresh process: one set of parameter storages, and peak memory of one
-    model plus activations (a second copy would add param_mb again)."""
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "one_copy_memory.py"), str(DEMO)],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["same_storage"]
-    model_mb = r["loaded_mb"] - r["base_mb"]
-    assert model_mb < 1.5 * r["param_mb"]  # loading holds one copy (+ allocator slack)
-    assert r["peak_mb"] - r["loaded_mb"] < 0.8 * r["param_mb"], r  # activations only, never a 2nd model
+    """The whole pipeline (index, answer, both LlamaIndex wrappers) in a fresh process shares one set of
+    parameter storages, and its peak memory stays about one model below a control run whose generator
+    holds a second copy: what is left above the loaded model is activations."""
+    def run(layout):
+        out = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "one_copy_memory.py"), str(DEMO),
+                              layout], capture_output=True, text=True, check=True, cwd=ROOT)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    one, two = run("one"), run("two")
+    assert one["same_storage"]
+    assert two["peak_mb"] - one["peak_mb"] > 0.7 * one["param_mb"], (one, two)
 
 
 def test_answer_with_numbered_sources(demo_rag):
@@ -106,7 +108,7 @@ def test_scifact_subset_quality_floor(smol):
     assert ndcg >= SCIFACT_FLOOR
 
 
-SCIFACT_FLOOR = 0.0  # set from the measured figure below
+SCIFACT_FLOOR = 0.50  # measured 0.552 (bf16, 2-core CPU); raw mean pooling: ~0.2 on SciFact
 
 
 def test_llama_index_query_engine(smol):

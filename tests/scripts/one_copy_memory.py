@@ -1,4 +1,9 @@
-"""Run the whole pipeline in a fresh process and print memory figures as JSON (used by a test)."""
+"""Run the whole pipeline in a fresh process and print memory figures as JSON (used by a test).
+
+    one_copy_memory.py CORPUS.jsonl [one|two]
+
+"two" is the control: the generator gets a second copy of the backbone, as the LLM2Vec-Gen reference
+code lays it out, so the test can see what a second copy costs."""
 import json
 import resource
 import sys
@@ -25,6 +30,10 @@ base = rss_mb()
 backbone = Backbone.from_pretrained()
 loaded = rss_mb()
 rag = UnifiedRAG.from_pretrained(backbone)
+if len(sys.argv) > 2 and sys.argv[2] == "two":
+    from unified_rag import Generator
+
+    rag.generator = Generator(Backbone.from_pretrained())
 docs = [line for line in open(sys.argv[1]).read().splitlines()[:40]]
 rag.add_documents([json.loads(d)["text"] for d in docs], show_progress_bar=False)
 ans = rag.answer("What does the Kraft inequality state?", k=3, max_new_tokens=16)
