@@ -9,6 +9,9 @@ from unified_rag.backbone import DEFAULT_MODEL, Backbone
 from unified_rag.errors import ModelLoadError
 
 from .base import CONFIG_NAME, Embedder, EmbedderConfig
+from .birecon import BiReconEmbedder
+from .gem import GEMEmbedder
+from .llm2vec import LLM2VecEmbedder
 from .llm2vec_gen import LLM2VecGenConfig, LLM2VecGenEmbedder
 from .pooling import LastTokenEmbedder, MeanPoolEmbedder
 
@@ -18,6 +21,9 @@ EMBEDDERS: dict[str, type[Embedder]] = {
     "mean": MeanPoolEmbedder,
     "last": LastTokenEmbedder,
     "llm2vec-gen": LLM2VecGenEmbedder,
+    "gem": GEMEmbedder,
+    "llm2vec": LLM2VecEmbedder,
+    "birecon": BiReconEmbedder,
 }
 
 ASSETS = Path(__file__).parent / "assets"

@@ -14,6 +14,7 @@ import torch
 
 from unified_rag.errors import InputError
 
+from .adapters import fresh_token_rows, splice_specials
 from .base import Embedder, EmbedderConfig
 
 _SLOT = "\x00TEXT\x00"
@@ -40,10 +41,7 @@ class LLM2VecGenEmbedder(Embedder):
             raise InputError("num_special_tokens must be >= 1")
         self.n_special = K
         # Fresh tokens drawn from the distribution of the existing vocabulary rows.
-        vocab = backbone.model.get_input_embeddings().weight.detach().float()
-        g = torch.Generator().manual_seed(self.config.init_seed)
-        init = vocab.mean(0).cpu() + torch.randn(K, H, generator=g) * vocab.std(0).cpu()
-        self.special_embeddings = torch.nn.Parameter(init)
+        self.special_embeddings = torch.nn.Parameter(fresh_token_rows(backbone, K, self.config.init_seed))
         self.rec_proj = torch.nn.Linear(H, H)
         self.align_proj = torch.nn.Linear(H, D)
         with torch.no_grad():
@@ -71,11 +69,8 @@ class LLM2VecGenEmbedder(Embedder):
 
     def special_states(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(r, a): [B, K, H] soft-prompt states and [B, K, D] aligned states, float32."""
-        emb_layer = self.backbone.model.get_input_embeddings()
-        embeds = emb_layer(batch["input_ids"])
+        embeds = splice_specials(self.backbone, batch["input_ids"], batch["special_mask"], self.special_embeddings)
         B, K = embeds.shape[0], self.n_special
-        special = self.special_embeddings.to(embeds.dtype).unsqueeze(0).expand(B, -1, -1).contiguous()
-        embeds = embeds.masked_scatter(batch["special_mask"].unsqueeze(-1), special)
         hidden = self.backbone.hidden_states(inputs_embeds=embeds, attention_mask=batch["attention_mask"])
         h = hidden[batch["special_mask"]].view(B, K, -1).float()
         r = self.rec_proj(h)

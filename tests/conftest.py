@@ -37,6 +37,16 @@ def _tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_backbone():
     """A randomly initialised 2-layer Llama: seconds, not minutes. float32 for exact comparisons."""
+    return make_tiny_backbone()
+
+
+@pytest.fixture
+def fresh_tiny_backbone():
+    """The same tiny Llama, built anew for a test that trains it or injects adapters into it."""
+    return make_tiny_backbone()
+
+
+def make_tiny_backbone():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from unified_rag import Backbone
@@ -63,3 +73,12 @@ def need_data(*parts: str) -> Path:
     if not p.exists():
         pytest.fail(f"shared data missing: {p} (tests read ../shared/data; set UNIFIED_RAG_DATA to move it)")
     return p
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Training tests on the tiny model run several times faster on one thread when the cores are busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

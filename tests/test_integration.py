@@ -1,5 +1,6 @@
 """Integration tests on the real offline default, SmolLM2-135M-Instruct (loaded once per session)."""
 import json
+import os
 import random
 import subprocess
 import sys
@@ -43,12 +44,16 @@ def test_one_copy_of_the_weights_and_memory():
     holds a second copy: what is left above the loaded model is activations."""
     def run(layout):
         out = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "one_copy_memory.py"), str(DEMO),
-                              layout], capture_output=True, text=True, check=True, cwd=ROOT)
+                              layout], capture_output=True, text=True, check=True, cwd=ROOT,
+                             env={**os.environ, "MALLOC_ARENA_MAX": "2"})  # fewer arenas, steadier figures
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     one, two = run("one"), run("two")
-    assert one["same_storage"]
-    assert two["peak_mb"] - one["peak_mb"] > 0.7 * one["param_mb"], (one, two)
+    assert one["same_storage"] and not two["same_storage"]
+    # The peak is taken after loading (measured: activations ~230 MB here, a second copy +245 MB).
+    assert one["peak_mb"] - one["loaded_mb"] < 1.5 * one["param_mb"], one
+    # Resident memory once the work is done is steadier than the peak: there a second copy shows whole.
+    assert two["after_mb"] - one["after_mb"] > 0.6 * one["param_mb"], (one, two)
 
 
 def test_answer_with_numbered_sources(demo_rag):

@@ -217,8 +217,10 @@ class Backbone:
     def hidden_states(self, *, attention_mask, input_ids=None, inputs_embeds=None, position_ids=None):
         """Last-layer hidden states; positions come from the mask so left and right padding agree."""
         if position_ids is None:
+            if attention_mask.dim() != 2:
+                raise ValueError("a 4-D attention mask needs explicit position_ids")
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        if bool(attention_mask.all()):
+        if attention_mask.dim() == 2 and bool(attention_mask.all()):
             attention_mask = None  # no padding: SDPA's causal fast path, about 20% faster on CPU
         out = self.decoder(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            position_ids=position_ids, use_cache=False)

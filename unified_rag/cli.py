@@ -142,11 +142,11 @@ def standardize(texts: List[Path] = typer.Argument(..., help="Unlabelled texts, 
     from embedders import EMBEDDERS, load_embedder
     from unified_rag.backbone import Backbone
     from unified_rag.errors import InputError
-    from unified_rag.readers import read_texts
+    from trainers.common import read_texts
 
     if pooling not in ("mean", "last"):
         raise InputError(f"--pooling must be mean or last, not {pooling!r}")
-    pool = [t for f in texts for t in read_texts(f)]
+    pool = [t for _, t in read_texts(texts)]
     random.Random(seed).shuffle(pool)
     emb = load_embedder(pooling, Backbone.from_pretrained(model))
     # Queries are embedded with the query instruction, so the statistics describe that input.

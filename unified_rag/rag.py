@@ -50,6 +50,7 @@ class Manifest(BaseModel):
     library_version: str
     backbone: str
     backbone_fingerprint: str
+    backbone_dtype: str | None = None
     embedder_kind: str
     embedder_dim: int
     adapter_hash: str
@@ -250,6 +251,7 @@ class UnifiedRAG:
         n_docs, n_chunks = self.store.count()
         manifest = Manifest(format_version=FORMAT_VERSION, library_version=library_version(),
                             backbone=self.backbone.name, backbone_fingerprint=self.backbone.fingerprint,
+                            backbone_dtype=str(self.backbone.dtype).removeprefix("torch."),
                             embedder_kind=self.embedder.kind, embedder_dim=self.embedder.dim,
                             adapter_hash=self.embedder.fingerprint, index=self.index_config,
                             chunking=self.chunk_config, n_documents=n_docs, n_chunks=n_chunks, files=files,
@@ -299,6 +301,10 @@ class UnifiedRAG:
             raise EmbedderMismatchError(
                 f"{path} was built with backbone {m.backbone} ({m.backbone_fingerprint}); "
                 f"the one offered is {backbone.name} ({backbone.fingerprint})")
+        dtype_now = str(backbone.dtype).removeprefix("torch.")
+        if m.backbone_dtype and m.backbone_dtype != dtype_now:  # same weights, slightly different vectors
+            warnings.warn(f"{path} was embedded in {m.backbone_dtype}, the backbone now runs in {dtype_now}; "
+                          "scores shift slightly. Re-index, or load with dtype=" + repr(m.backbone_dtype), stacklevel=2)
         emb = load_embedder(embedder if embedder is not None else path / version / "embedder", backbone)
         if emb.fingerprint != m.adapter_hash or emb.dim != m.embedder_dim:
             raise EmbedderMismatchError(

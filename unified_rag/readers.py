@@ -87,33 +87,3 @@ def read_documents(paths: Iterable[str | os.PathLike]) -> list[Document]:
                       + (" ..." if len(bad_lines) > 20 else ""), stacklevel=2)
     return docs
 
-
-def read_texts(path: str | os.PathLike) -> list[str]:
-    """One text per line: .txt (the line), .tsv (`id<TAB>text`) or .jsonl (`text` or `query` field).
-    Blank and malformed lines are skipped with one warning listing their numbers."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"file not found: {path}")
-    text = _decode(path.read_bytes())
-    if text is None:
-        raise InputError(f"{path} is binary or not UTF-8")
-    out, bad = [], []
-    for n, line in enumerate(text.splitlines(), 1):
-        if path.suffix == ".tsv":
-            value = line.split("\t", 1)[1] if "\t" in line else ""
-        elif path.suffix == ".jsonl":
-            try:
-                row = json.loads(line)
-                value = row.get("text") or row.get("query") or ""
-            except (json.JSONDecodeError, AttributeError):
-                value = ""
-        else:
-            value = line
-        if isinstance(value, str) and value.strip():
-            out.append(value.strip())
-        elif line.strip():
-            bad.append(n)
-    if bad:
-        warnings.warn(f"{path}: skipped {len(bad)} malformed line(s): {bad[:20]}{' ...' if len(bad) > 20 else ''}",
-                      stacklevel=2)
-    return out

