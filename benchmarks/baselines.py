@@ -111,20 +111,62 @@ class SentenceTransformerEmbedder:
         return self.encode(texts, **kw)
 
 
+class GenCeiling:
+    """What LLM2Vec-Gen is trained to output, computed directly: the backbone answers each text (its
+    chat template, greedy, as when the training targets were made) and the teacher embeds the answer.
+    A perfectly trained LLM2Vec-Gen adapter embeds exactly this, so its score is the method's ceiling
+    for this backbone and teacher. It reads whole texts (the adapter's are cut to max_length), so the
+    bound errs high. Answers are cached as JSONL under the bench cache and resume when interrupted."""
+
+    kind = "gen-ceiling"
+
+    def __init__(self, backbone, teacher: SentenceTransformerEmbedder, *, max_new_tokens: int = 64,
+                 repetition_penalty: float = 1.1, cache: str | Path | None = None):
+        self.backbone, self.teacher, self.cache = backbone, teacher, cache
+        self.max_new_tokens, self.repetition_penalty = max_new_tokens, repetition_penalty
+        self.name = f"gen-ceiling ({teacher.name} of the backbone's answer)"
+        self.dim = teacher.dim
+
+    @property
+    def fingerprint(self) -> str:
+        key = f"{self.backbone.fingerprint}-{self.teacher.fingerprint}-{self.max_new_tokens}-{self.repetition_penalty}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def answers(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool | None = None) -> list[str]:
+        from trainers.llm2vec_gen import generate_responses
+
+        from .cache import cache_dir
+
+        rows = [(hashlib.sha256(t.encode()).hexdigest()[:20], t) for t in texts]
+        path = cache_dir(self.cache) / "answers" / f"{self.fingerprint}.jsonl"
+        out = generate_responses(self.backbone, rows, path, max_new_tokens=self.max_new_tokens, batch_size=batch_size,
+                                 repetition_penalty=self.repetition_penalty, progress=bool(show_progress_bar))
+        return [r["response"] or "(no answer)" for r in out]  # the teacher refuses empty texts
+
+    def encode(self, texts, *, batch_size: int = 32, show_progress_bar: bool | None = None, **_) -> np.ndarray:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return self.teacher.encode(self.answers(texts, batch_size, show_progress_bar), batch_size=batch_size,
+                                   show_progress_bar=show_progress_bar)
+
+    encode_queries = encode_documents = encode
+
+
 def load_method(spec: str, backbone: Callable[[], object], *, max_length: int | None = None):
-    """One method by name: 'bm25', 'minilm', 'st:<name or dir>', or a project embedder spec
-    ('auto', 'mean', 'last', 'llm2vec-gen', an adapter dir) on the shared backbone."""
+    """One method by name: 'bm25', 'minilm', 'st:<name or dir>', 'gen-ceiling', or a project embedder
+    spec ('auto', 'mean', 'last', 'llm2vec-gen', an adapter dir) on the shared backbone."""
     spec = spec.strip()
     if spec == "bm25":
         return BM25()
     if spec == "minilm":
         return SentenceTransformerEmbedder(minilm_path())
+    if spec == "gen-ceiling":
+        return GenCeiling(backbone(), SentenceTransformerEmbedder(minilm_path()))
     if spec.startswith("st:"):
         return SentenceTransformerEmbedder(spec[3:])
     from embedders import EMBEDDERS, load_embedder
 
     if spec != "auto" and spec not in EMBEDDERS and not Path(spec).is_dir():  # fail before loading a model
-        raise ModelLoadError(f"unknown embedder {spec!r}: use bm25, minilm, st:<model>, auto, "
+        raise ModelLoadError(f"unknown embedder {spec!r}: use bm25, minilm, st:<model>, gen-ceiling, auto, "
                              f"{', '.join(sorted(EMBEDDERS))}, or an adapter dir")
     emb = load_embedder(spec, backbone())
     if max_length:

@@ -20,7 +20,8 @@ from unified_rag.cli import _friendly, _quiet  # noqa: E402
 
 
 Methods = typer.Option(DEFAULT_METHODS, "--embedder", "-e", help="Comma list: bm25, minilm, st:<model>, auto, mean, "
-                       "last, llm2vec-gen, or adapter dirs. Dense methods share one backbone.")
+                       "last, llm2vec-gen, adapter dirs, or gen-ceiling (teacher of the backbone's own answer: "
+                       "LLM2Vec-Gen's ceiling). Dense methods share one backbone.")
 Out = typer.Option(..., "--out", "-o", help="Output dir for results.json, report.md and plots.")
 Data = typer.Option(None, "--data", help="Local data dir (default: ../shared/data/<set>).")
 Hf = typer.Option(None, "--hf", help="Hub dataset name instead of --data (needs the network).")
@@ -62,12 +63,15 @@ def _finish(result: dict, out: Path, seed: int) -> None:
 @_friendly
 def retrieval(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, hf: Optional[str] = Hf,
               model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
-              cache_dir: Optional[Path] = Cache, dtype: str = Dtype, n_queries: Optional[int] = NQ, seed: int = Seed):
+              cache_dir: Optional[Path] = Cache, dtype: str = Dtype, n_queries: Optional[int] = NQ, seed: int = Seed,
+              max_docs: Optional[int] = typer.Option(None, help="Judged documents plus a seeded draw of others, up "
+                                                    "to N (quick comparisons; not the full-corpus score).")):
     """BEIR retrieval (default ../shared/data/scifact): nDCG@10, recall@100, MRR@10."""
     from .retrieval import run_beir
 
     methods = _setup(embedder, model, dtype, max_length, seed)
-    _finish(run_beir(methods, data, hf=hf, n_queries=n_queries, cache=cache_dir, batch_size=batch_size), out, seed)
+    _finish(run_beir(methods, data, hf=hf, n_queries=n_queries, cache=cache_dir, batch_size=batch_size,
+                     max_docs=max_docs, seed=seed), out, seed)
 
 
 @app.command()

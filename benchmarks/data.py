@@ -52,6 +52,22 @@ class RetrievalSet:
                             {q: self.qrels[q] for q in keep if q in self.qrels},
                             {q: self.excluded[q] for q in keep if q in self.excluded}, self.source)
 
+    def sample_corpus(self, max_docs: int | None, seed: int = 0) -> RetrievalSet:
+        """Every document judged for the kept queries, plus a seeded draw of the others up to max_docs:
+        a smaller, harder-than-random corpus for quick comparisons (the scores are not the full-corpus ones)."""
+        if not max_docs or max_docs >= len(self.corpus):
+            return self
+        import random
+
+        judged = sorted({d for rel in self.qrels.values() for d in rel if d in self.corpus})
+        if len(judged) > max_docs:
+            raise InputError(f"max_docs={max_docs} is below the {len(judged)} judged documents")
+        judged_set = set(judged)
+        others = sorted(d for d in self.corpus if d not in judged_set)
+        keep = set(judged) | set(random.Random(seed).sample(others, max_docs - len(judged)))
+        corpus = {d: t for d, t in self.corpus.items() if d in keep}
+        return RetrievalSet(f"{self.name}[{max_docs} docs]", corpus, self.queries, self.qrels, self.excluded, self.source)
+
     def describe(self) -> dict:
         return dict(name=self.name, source=self.source, hash=self.hash, docs=len(self.corpus),
                     queries=len(self.queries), judgements=sum(len(v) for v in self.qrels.values()))

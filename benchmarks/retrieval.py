@@ -77,8 +77,8 @@ def evaluate_set(methods: list, ds: RetrievalSet, metrics=RETRIEVAL, *, curve: s
 
 
 def run_beir(methods: list, data=None, *, hf: str | None = None, n_queries: int | None = None, cache=None,
-             batch_size: int = 32) -> dict:
-    ds = load_beir(data, hf=hf).subset(n_queries)
+             batch_size: int = 32, max_docs: int | None = None, seed: int = 0) -> dict:
+    ds = load_beir(data, hf=hf).subset(n_queries).sample_corpus(max_docs, seed)
     return dict(suite="retrieval", title=f"Retrieval quality: {ds.name}", dataset=ds.describe(),
                 main_metric="ndcg@10", methods=evaluate_set(methods, ds, cache=cache, batch_size=batch_size))
 

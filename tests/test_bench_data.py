@@ -18,6 +18,17 @@ def test_scifact_counts():
     assert ds.subset(20).hash != ds.hash and len(ds.subset(20).queries) == 20
 
 
+def test_scifact_corpus_sample_keeps_every_judged_document():
+    need_data("scifact")
+    ds = D.load_beir()
+    small = ds.sample_corpus(1500, seed=0)
+    judged = {d for q in ds.qrels.values() for d in q}
+    assert len(small.corpus) == 1500 and judged <= set(small.corpus) and small.queries == ds.queries
+    assert small.hash == ds.sample_corpus(1500, seed=0).hash != ds.sample_corpus(1500, seed=1).hash
+    with pytest.raises(InputError, match="judged"):
+        ds.sample_corpus(100)
+
+
 def test_stsb_counts_and_quoting():
     need_data("stsb")
     counts = {s: len(D.load_stsb(split=s)[0]) for s in ("train", "dev", "test")}

@@ -83,15 +83,19 @@ def test_resume_equals_uninterrupted(tiny_backbone, tmp_path):
     from trainers.common import train
 
     ex = _examples(tiny_backbone)
-    full = LLM2VecGenMethod(tiny_backbone, _cfg(), D)
+    full = LLM2VecGenMethod(tiny_backbone, _cfg(val_examples=2), D)
     train(full, full.cfg, tmp_path / "a", ex)
-    part = LLM2VecGenMethod(tiny_backbone, _cfg(steps=4), D)
+    part = LLM2VecGenMethod(tiny_backbone, _cfg(steps=4, val_examples=2), D)
     train(part, part.cfg, tmp_path / "b", ex)
-    again = LLM2VecGenMethod(tiny_backbone, _cfg(resume=True), D)  # fresh init, overwritten by the checkpoint
+    again = LLM2VecGenMethod(tiny_backbone, _cfg(resume=True, val_examples=2), D)  # fresh init, then the checkpoint
     train(again, again.cfg, tmp_path / "b", ex)
     a, b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
     assert [r["step"] for r in b] == list(range(1, 7))
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    # Held-out scores at every checkpoint (steps 2, 4, 6), identical with and without the interruption.
+    assert [r["step"] for r in a if "val_cos" in r] == [2, 4, 6]
+    assert [(r.get("val_cos"), r.get("val_rec")) for r in a] == [(r.get("val_cos"), r.get("val_rec")) for r in b]
+    assert all(-1 <= r["val_cos"] <= 1 and r["val_rec"] > 0 for r in a if "val_cos" in r)
     sa, sb = full.checkpoint_state(), again.checkpoint_state()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, NonNegativeInt
 from safetensors.torch import load_file, save_file
 
 from unified_rag.errors import InputError
@@ -58,6 +58,7 @@ class TrainConfig(BaseModel):
     max_length: int = 128  # tokens per training text
     bf16: bool | None = None  # autocast; None = when the backbone weights are bf16 already
     save_every: int = 100
+    val_examples: NonNegativeInt = 0  # held out from the end of the shuffled data; scored at every checkpoint
     keep_checkpoints: int = 1
     resume: bool = False
     plot: bool = True
@@ -195,6 +196,10 @@ class Method(torch.nn.Module):
             for k, v in state.items():
                 own[k].copy_(v.to(own[k].device, own[k].dtype))
 
+    def validate(self, examples: list) -> dict[str, float]:
+        """Held-out metrics (no gradients), logged as val_<name> at every checkpoint; none by default."""
+        return {}
+
     def save_output(self, out: Path) -> None:
         """Write the trained adapter (an embedder dir) under `out`."""
         self.emb.save_pretrained(out)
@@ -303,16 +308,26 @@ def plot_log(out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in rows[0] if k not in {"step", "lr", "elapsed_s"}]
+    keys = [k for k in rows[0] if k not in {"step", "lr", "elapsed_s"} and not k.startswith("val_")]
+    val = sorted({k for r in rows for k in r if k.startswith("val_")})
+    keys += [k for k in val if k[4:] not in keys]  # a held-out metric without a training twin gets its own axis
     fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.2 * len(keys)), sharex=True, squeeze=False)
     steps = [r["step"] for r in rows]
     for ax, k in zip(axes[:, 0], keys):
+        if k.startswith("val_"):
+            ax.plot(*zip(*[(r["step"], r[k]) for r in rows if k in r]), "o-", ms=3, lw=1, color="black")
+            ax.set_ylabel(k)
+            continue
         ys = [r.get(k, math.nan) for r in rows]
         ax.plot(steps, ys, lw=0.6, alpha=0.5)
         w = max(1, len(ys) // 50)  # a running mean shows the trend through batch noise
         if w > 1:
             sm = [sum(ys[max(0, i - w + 1): i + 1]) / len(ys[max(0, i - w + 1): i + 1]) for i in range(len(ys))]
             ax.plot(steps, sm, lw=1.2)
+        if f"val_{k}" in val and k in keys:  # held-out points on the training curve's axis
+            pts = [(r["step"], r[f"val_{k}"]) for r in rows if f"val_{k}" in r]
+            ax.plot(*zip(*pts), "o-", ms=3, lw=1, color="black", label="held out")
+            ax.legend(loc="best", fontsize=7)
         ax.set_ylabel(k)
     axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
@@ -352,6 +367,9 @@ def train(method: Method, cfg: TrainConfig, out: str | os.PathLike, examples: li
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     acc = accelerator or make_accelerator()
+    if cfg.val_examples and cfg.val_examples >= len(examples):
+        raise InputError(f"val_examples={cfg.val_examples} leaves no training examples (of {len(examples)})")
+    examples, val = (examples[:-cfg.val_examples], examples[-cfg.val_examples:]) if cfg.val_examples else (examples, [])
     if not examples:
         raise InputError("no training examples")
     groups = method.param_groups(cfg)
@@ -378,7 +396,7 @@ def train(method: Method, cfg: TrainConfig, out: str | os.PathLike, examples: li
     t0, rows = time.perf_counter(), []
     model.train()
     try:
-        _loop(model, method, cfg, examples, opt, base_lrs, params, acc, autocast, bar, log_path, out, rows, t0)
+        _loop(model, method, cfg, examples, val, opt, base_lrs, params, acc, autocast, bar, log_path, out, rows, t0)
     finally:
         model.eval()  # the shared model goes back to inference mode, and frozen, whatever happened
         for p in method.model.parameters():
@@ -389,7 +407,7 @@ def train(method: Method, cfg: TrainConfig, out: str | os.PathLike, examples: li
     return rows
 
 
-def _loop(model, method, cfg, examples, opt, base_lrs, params, acc, autocast, bar, log_path, out, rows, t0):
+def _loop(model, method, cfg, examples, val, opt, base_lrs, params, acc, autocast, bar, log_path, out, rows, t0):
     world, rank = acc.num_processes, acc.process_index
     for step in bar:
         scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
@@ -415,12 +433,18 @@ def _loop(model, method, cfg, examples, opt, base_lrs, params, acc, autocast, ba
         opt.zero_grad(set_to_none=True)
         row = {"step": step + 1, **{k: round(v, 6) for k, v in totals.items()},
                "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.perf_counter() - t0, 2)}
+        checkpoint = (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps
+        if checkpoint and val and acc.is_main_process:
+            method.eval()  # no dropout; the same numbers whether or not the run was resumed
+            with torch.no_grad(), autocast:
+                row.update({f"val_{k}": round(v, 6) for k, v in method.validate(val).items()})
+            method.train()
         rows.append(row)
         if acc.is_main_process:
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             bar.set_postfix({k: f"{v:.4g}" for k, v in totals.items()})
-            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            if checkpoint:
                 save_checkpoint(out, step + 1, method, opt, cfg.keep_checkpoints)
 
 
