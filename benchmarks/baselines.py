@@ -133,11 +133,11 @@ class GenCeiling:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def answers(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool | None = None) -> list[str]:
-        from trainers.llm2vec_gen import generate_responses
+        from trainers.llm2vec_gen import generate_responses, text_key
 
         from .cache import cache_dir
 
-        rows = [(hashlib.sha256(t.encode()).hexdigest()[:20], t) for t in texts]
+        rows = [(text_key(t), t) for t in texts]
         path = cache_dir(self.cache) / "answers" / f"{self.fingerprint}.jsonl"
         out = generate_responses(self.backbone, rows, path, max_new_tokens=self.max_new_tokens, batch_size=batch_size,
                                  repetition_penalty=self.repetition_penalty, progress=bool(show_progress_bar))

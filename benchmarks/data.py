@@ -59,12 +59,11 @@ class RetrievalSet:
             return self
         import random
 
-        judged = sorted({d for rel in self.qrels.values() for d in rel if d in self.corpus})
+        judged = {d for rel in self.qrels.values() for d in rel if d in self.corpus}
         if len(judged) > max_docs:
             raise InputError(f"max_docs={max_docs} is below the {len(judged)} judged documents")
-        judged_set = set(judged)
-        others = sorted(d for d in self.corpus if d not in judged_set)
-        keep = set(judged) | set(random.Random(seed).sample(others, max_docs - len(judged)))
+        others = sorted(d for d in self.corpus if d not in judged)
+        keep = judged | set(random.Random(seed).sample(others, max_docs - len(judged)))
         corpus = {d: t for d, t in self.corpus.items() if d in keep}
         return RetrievalSet(f"{self.name}[{max_docs} docs]", corpus, self.queries, self.qrels, self.excluded, self.source)
 

@@ -313,9 +313,13 @@ def plot_log(out: Path) -> Path | None:
     keys += [k for k in val if k[4:] not in keys]  # a held-out metric without a training twin gets its own axis
     fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.2 * len(keys)), sharex=True, squeeze=False)
     steps = [r["step"] for r in rows]
+
+    def held_out(ax, k, **kw):
+        ax.plot(*zip(*[(r["step"], r[k]) for r in rows if k in r]), "o-", ms=3, lw=1, color="black", **kw)
+
     for ax, k in zip(axes[:, 0], keys):
         if k.startswith("val_"):
-            ax.plot(*zip(*[(r["step"], r[k]) for r in rows if k in r]), "o-", ms=3, lw=1, color="black")
+            held_out(ax, k)
             ax.set_ylabel(k)
             continue
         ys = [r.get(k, math.nan) for r in rows]
@@ -324,9 +328,8 @@ def plot_log(out: Path) -> Path | None:
         if w > 1:
             sm = [sum(ys[max(0, i - w + 1): i + 1]) / len(ys[max(0, i - w + 1): i + 1]) for i in range(len(ys))]
             ax.plot(steps, sm, lw=1.2)
-        if f"val_{k}" in val and k in keys:  # held-out points on the training curve's axis
-            pts = [(r["step"], r[f"val_{k}"]) for r in rows if f"val_{k}" in r]
-            ax.plot(*zip(*pts), "o-", ms=3, lw=1, color="black", label="held out")
+        if f"val_{k}" in val:  # held-out points on the training curve's axis
+            held_out(ax, f"val_{k}", label="held out")
             ax.legend(loc="best", fontsize=7)
         ax.set_ylabel(k)
     axes[-1, 0].set_xlabel("step")

