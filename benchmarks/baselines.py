@@ -12,14 +12,11 @@ from typing import Callable
 import numpy as np
 
 from unified_rag.backbone import default_teacher_path
-from unified_rag.errors import InputError, ModelLoadError
+from unified_rag.errors import InputError, ModelLoadError, require
+
+from unified_rag.sparse import BM25_B, BM25_K1, BM25_TOKENS, RRF_K, reciprocal_rank_fusion, tokenize
 
 MINILM = "all-MiniLM-L6-v2"
-# The README's "plain Okapi BM25": k1=0.9, b=0.4 (Anserini's defaults), lowercase alphanumeric tokens,
-# bm25s's short English stop-word list, no stemming. The token pattern matters: bm25s's default
-# (\w\w+) drops one-character tokens, and SciFact claims lean on them ("1", "2", "b"); with it
-# recall@100 falls from 0.886 to 0.876.
-BM25_K1, BM25_B, BM25_TOKENS = 0.9, 0.4, r"[a-z0-9]+"
 
 
 def minilm_path() -> Path:
@@ -41,11 +38,7 @@ class BM25:
         key = f"bm25s-{bm25s.__version__}-{method}-{k1}-{b}-{BM25_TOKENS}"
         self.fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    @staticmethod
-    def tokenize(texts: list[str]):
-        import bm25s
-
-        return bm25s.tokenize(texts, lower=True, token_pattern=BM25_TOKENS, stopwords="en", show_progress=False)
+    tokenize = staticmethod(tokenize)  # the library's sparse mode tokenizes the same way
 
     def search(self, doc_ids: list[str], doc_texts: list[str], queries: dict[str, str], k: int,
                excluded: dict[str, set[str]] | None = None) -> dict[str, dict[str, float]]:
@@ -73,7 +66,7 @@ class SentenceTransformerEmbedder:
     kind = "sentence-transformers"
 
     def __init__(self, name_or_path: str | Path, *, device: str | None = None, max_length: int | None = None):
-        from sentence_transformers import SentenceTransformer
+        SentenceTransformer = require("sentence_transformers", "bench", "sentence-transformers baselines").SentenceTransformer
 
         try:
             self.model = SentenceTransformer(str(name_or_path), device=device)
@@ -151,10 +144,28 @@ class GenCeiling:
     encode_queries = encode_documents = encode
 
 
+class Hybrid:
+    """The library's hybrid mode over whole documents: reciprocal rank fusion of a dense method's
+    ranking and BM25's, each `depth` deep (unified_rag.sparse)."""
+
+    kind = "hybrid"
+
+    def __init__(self, dense, depth: int = 100, k: int = RRF_K):
+        self.dense, self.sparse, self.depth, self.k = dense, BM25(), depth, k
+        self.name = f"hybrid ({method_name(dense)} + bm25, RRF)"
+        self.fingerprint = hashlib.sha256(f"{dense.fingerprint}-{self.sparse.fingerprint}-{depth}-{k}".encode()).hexdigest()[:16]
+
+    def fuse(self, dense_run: dict, sparse_run: dict, k: int) -> dict[str, dict[str, float]]:
+        return {q: dict(reciprocal_rank_fusion([list(dense_run.get(q, {})), list(sparse_run.get(q, {}))], self.k)[:k])
+                for q in dense_run}
+
+
 def load_method(spec: str, backbone: Callable[[], object], *, max_length: int | None = None):
-    """One method by name: 'bm25', 'minilm', 'st:<name or dir>', 'gen-ceiling', or a project embedder
-    spec ('auto', 'mean', 'last', 'llm2vec-gen', an adapter dir) on the shared backbone."""
+    """One method by name: 'bm25', 'minilm', 'st:<name or dir>', 'gen-ceiling', 'hybrid[:<dense spec>]', or a
+    project embedder spec ('auto', 'mean', 'last', 'llm2vec-gen', an adapter dir) on the shared backbone."""
     spec = spec.strip()
+    if spec.startswith("hybrid"):  # "hybrid" (over auto) or "hybrid:<dense spec>"
+        return Hybrid(load_method(spec.partition(":")[2] or "auto", backbone, max_length=max_length))
     if spec == "bm25":
         return BM25()
     if spec == "minilm":
@@ -166,7 +177,7 @@ def load_method(spec: str, backbone: Callable[[], object], *, max_length: int | 
     from embedders import EMBEDDERS, load_embedder
 
     if spec != "auto" and spec not in EMBEDDERS and not Path(spec).is_dir():  # fail before loading a model
-        raise ModelLoadError(f"unknown embedder {spec!r}: use bm25, minilm, st:<model>, gen-ceiling, auto, "
+        raise ModelLoadError(f"unknown embedder {spec!r}: use bm25, minilm, st:<model>, gen-ceiling, hybrid[:<spec>], auto, "
                              f"{', '.join(sorted(EMBEDDERS))}, or an adapter dir")
     emb = load_embedder(spec, backbone())
     if max_length:

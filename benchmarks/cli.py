@@ -27,11 +27,12 @@ Data = typer.Option(None, "--data", help="Local data dir (default: ../shared/dat
 Hf = typer.Option(None, "--hf", help="Hub dataset name instead of --data (needs the network).")
 Model = typer.Option(None, "--model", help="Backbone: HF id or dir, .gguf; default SmolLM2-135M-Instruct.")
 MaxLen = typer.Option(256, "--max-length", help="Token budget per text for backbone embedders (docs are truncated).")
-Batch = typer.Option(32, "--batch-size")
+Batch = typer.Option(32, "--batch-size", help="Texts per forward pass.")
 Cache = typer.Option(None, "--cache-dir", help="Encoded-corpus cache (default: <unified-rag cache>/bench).")
 Dtype = typer.Option("auto", "--dtype", help="auto (bf16 where fast), bf16, fp32.")
 NQ = typer.Option(None, "--n-queries", help="Evaluate only the first N queries (quick checks).")
 Seed = typer.Option(0, "--seed", help="Seeds torch and numpy; recorded in results.json.")
+Teacher = typer.Option("all-MiniLM-L6-v2", "--teacher", help="Method name the headline compares against.")
 
 
 def _setup(methods: str, model, dtype, max_length, seed):
@@ -78,7 +79,8 @@ def retrieval(embedder: str = Methods, out: Path = Out, data: Optional[Path] = D
 @_friendly
 def stsb(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, hf: Optional[str] = Hf,
          model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
-         cache_dir: Optional[Path] = Cache, dtype: str = Dtype, split: str = typer.Option("test"), seed: int = Seed):
+         cache_dir: Optional[Path] = Cache, dtype: str = Dtype,
+         split: str = typer.Option("test", help="Split to score: train, validation or test."), seed: int = Seed):
     """STS Benchmark: Spearman correlation of cosine similarity (BM25 is skipped)."""
     from .retrieval import run_stsb
 
@@ -89,10 +91,11 @@ def stsb(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, 
 @app.command()
 @_friendly
 def safety(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, hf: Optional[str] = Hf,
-           distractors: Optional[str] = typer.Option(None, help="Benign corpus: a BEIR dir or corpus.jsonl (default: "
-                                                     "SciFact), 'none', or a hub name (McGill-NLP/AdvBench-IR-Small-Wiki-100)."),
+           distractors: Optional[str] = typer.Option(None, help="Benign corpus: a BEIR dir or corpus.jsonl[.gz] (default: "
+                                                     "../shared/data/distractors/general-domain.jsonl.gz), 'none', or a hub name "
+                                                     "(McGill-NLP/AdvBench-IR-Small-Wiki-100)."),
            distractor_limit: Optional[int] = typer.Option(None, help="Use only the first N distractors."),
-           teacher: str = typer.Option("all-MiniLM-L6-v2", help="Method name the headline compares against."),
+           teacher: str = Teacher,
            pooling: str = typer.Option("mean", help="Untrained-pooling method name for the headline."),
            model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
            cache_dir: Optional[Path] = Cache, dtype: str = Dtype, n_queries: Optional[int] = NQ, seed: int = Seed):
@@ -109,7 +112,7 @@ def safety(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data
 @_friendly
 def theoremqa(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, model: Optional[str] = Model,
               max_length: int = MaxLen, batch_size: int = Batch, cache_dir: Optional[Path] = Cache,
-              dtype: str = Dtype, teacher: str = typer.Option("all-MiniLM-L6-v2"), n_queries: Optional[int] = NQ,
+              dtype: str = Dtype, teacher: str = Teacher, n_queries: Optional[int] = NQ,
               seed: int = Seed):
     """TheoremQA question -> theorem retrieval: the offline stand-in for BRIGHT (nDCG@10, recall@10)."""
     from .reasoning import run_theoremqa
@@ -128,7 +131,7 @@ def bright(embedder: str = Methods, out: Path = Out,
            topics: Optional[Path] = typer.Option(None, help="Topics and qrels dir (default ../shared/data/bright-topics)."),
            original_qrels: bool = typer.Option(False, help="Use the original qrels, not the .fixed ones."),
            model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
-           cache_dir: Optional[Path] = Cache, dtype: str = Dtype, teacher: str = typer.Option("all-MiniLM-L6-v2"),
+           cache_dir: Optional[Path] = Cache, dtype: str = Dtype, teacher: str = Teacher,
            seed: int = Seed):
     """BRIGHT: nDCG@10 per domain and averaged; needs the BRIGHT corpus (local dir or hub)."""
     from .data import BRIGHT_DOMAINS
@@ -166,7 +169,7 @@ def all_suites(embedder: str = Methods, out: Path = Out, model: Optional[str] = 
                batch_size: int = Batch, cache_dir: Optional[Path] = Cache, dtype: str = Dtype,
                efficiency_embedder: str = typer.Option("auto,minilm", help="Methods for the efficiency suite."),
                index_sizes: str = typer.Option("100000", help="Synthetic index sizes for the efficiency suite."),
-               skip_efficiency: bool = typer.Option(False), seed: int = Seed):
+               skip_efficiency: bool = typer.Option(False, help="Skip the efficiency suite."), seed: int = Seed):
     """SciFact, STS-B, AdvBench-IR, TheoremQA and efficiency, then the summary table (summary.md)."""
     from .reasoning import run_theoremqa
     from .report import write

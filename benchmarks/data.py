@@ -207,9 +207,11 @@ def _advbench_from_hub(name: str, words: int = 100) -> AdvBench:
 
 
 def load_distractors(spec: str | os.PathLike | None = None, *, limit: int | None = None) -> tuple[dict[str, str], str]:
-    """Benign passages mixed into the AdvBench-IR corpus: a BEIR dir (default: SciFact's corpus),
-    'none', or a hub name (the paper's McGill-NLP/AdvBench-IR-Small-Wiki-100). Returns (docs, label)."""
-    spec = str(spec) if spec else str(DATA / "scifact")
+    """Benign passages mixed into the AdvBench-IR corpus: a BEIR dir or corpus file (.jsonl[.gz]), 'none',
+    or a hub name (the paper's McGill-NLP/AdvBench-IR-Small-Wiki-100). The default is the offline
+    general-domain set (18,540 Wikipedia paragraphs and news stories, never trained on): like the
+    paper's Wikipedia sample, it holds text a harmful query could plausibly match. Returns (docs, label)."""
+    spec = str(spec) if spec else str(DATA / "distractors" / "general-domain.jsonl.gz")
     if spec == "none":
         return {}, "none"
     if Path(spec).is_dir():

@@ -73,6 +73,16 @@ def worker_encode(method: str, model=None, dtype="auto", max_length=256, batch_s
                 gpu_peak_mb=_gpu_peak_mb(), param_mb=params / 2**20, **info)
 
 
+def resident_param_bytes(*modules) -> int:
+    """Bytes of the distinct parameter storages behind `modules` (two names for one tensor count once)."""
+    seen: dict[int, int] = {}
+    for m in modules:
+        for p in m.parameters():
+            s = p.untyped_storage()
+            seen[s.data_ptr()] = s.nbytes()
+    return sum(seen.values())
+
+
 def worker_pipeline(layout: str, embedder="auto", model=None, dtype="auto", n_docs=200, n_queries=10,
                     max_new_tokens=64) -> dict:
     """Build one layout, index n SciFact docs, then time retrieval, answer() and time to first token."""
@@ -83,17 +93,17 @@ def worker_pipeline(layout: str, embedder="auto", model=None, dtype="auto", n_do
 
     backbone = Backbone.from_pretrained(model, dtype=dtype)
     rag = UnifiedRAG(backbone, __import__("embedders").load_embedder(embedder if layout != "c" else "mean", backbone))
-    params = backbone.param_bytes()
     if layout == "b":  # a second copy of the same weights serves as the encoder, as in the reference code
         encoder = Backbone.from_pretrained(model, dtype=dtype)
         rag.embedder = __import__("embedders").load_embedder(embedder, encoder)
-        params += encoder.param_bytes()
     elif layout == "c":  # swap in an outside embedder; the same indexing and answering code runs
         st = SentenceTransformerEmbedder(minilm_path())
         rag.embedder, rag.index = st, VectorIndex(st.dim, rag.index_config)
-        params += sum(p.numel() * p.element_size() for p in st.model.parameters())
     elif layout != "a":
         raise InputError(f"unknown layout {layout!r}")
+    # What the pipeline's parts actually hold, each tensor storage counted once: shared weights count once.
+    emb = rag.embedder
+    params = resident_param_bytes(rag.generator.backbone.model, emb.backbone.model if hasattr(emb, "backbone") else emb.model)
     docs, queries = _scifact(n_docs, n_queries)
     rag.add_documents(docs, show_progress_bar=False)
     ret, ans, ttft = [], [], []

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from unified_rag.errors import require
 from unified_rag.io import atomic_write_bytes, atomic_write_json
 
 
@@ -79,7 +80,7 @@ def _save(fig, path: Path) -> None:
 
 def plots(result: dict, out: Path) -> list[str]:
     """Bar chart of each metric across methods; a top-k curve per curve family."""
-    import matplotlib
+    matplotlib = require("matplotlib", "bench", "benchmark plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -39,6 +39,11 @@ def search(method, corpus: dict[str, str] | list[dict[str, str]], queries: dict[
     corpus = {i: t for p in parts for i, t in p.items()}
     doc_ids, qids = list(corpus), list(queries)
     excluded = excluded or {}
+    if hasattr(method, "fuse"):  # hybrid: both rankings through this same function, then fused
+        depth = max(k, method.depth)
+        dense, info = search(method.dense, parts, queries, depth, excluded=excluded, cache=cache, batch_size=batch_size)
+        sparse, _ = search(method.sparse, parts, queries, depth, excluded=excluded)
+        return method.fuse(dense, sparse, k), info
     if hasattr(method, "search"):
         return method.search(doc_ids, list(corpus.values()), queries, k, excluded), {}
     encoded = [encode(method, list(p.values()), "document", root=cache, batch_size=batch_size) for p in parts if p]

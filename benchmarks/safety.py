@@ -1,8 +1,8 @@
 """Harmful-content retrieval on AdvBench-IR, following LLM2Vec-Gen's advbenchir_eval.py.
 
 Queries: the 520 harmful instructions. Corpus: the harmful passages in chunks ("title # chunk"),
-mixed with a benign distractor corpus (the paper's Wikipedia sample is hub-only; offline the SciFact
-corpus stands in, and the report names the one used). Metrics, k in {1, 5, 20, 100}:
+mixed with a benign distractor corpus (the paper's Wikipedia sample is hub-only; offline the shared
+general-domain set, Wikipedia paragraphs and news stories, stands in, and the report names the one used). Metrics, k in {1, 5, 20, 100}:
   top-k accuracy  = the query's own harmful chunk is in the top k  = hit_rate@k (trec_eval success) on its own chunks;
   any-harmful@k   = any harmful chunk is in the top k              = hit_rate@k with every harmful chunk relevant.
 Lower is safer. Headline: relative reduction of any-harmful@5 against the teacher and untrained pooling.

@@ -1,19 +1,23 @@
 """Pieces the trained embedders share: learned token rows, custom 4-D attention masks, and LoRA
 adapters injected into the *shared* model that switch on only inside their embedder's forward.
 
+Outside every `adapter_active()` every LoRA layer is off: the generator and untrained embedders see
+the base weights, whatever LoRA embedders were built or used before.
+
 Masks are additive float tensors [B, 1, Q, K] (0 = may attend, dtype-min = may not). transformers
 passes a 4-D mask to the attention kernels unchanged (eager and SDPA alike), so bidirectional and
 GEM attention need no patched model classes; generation, which never sees these masks, stays causal.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from contextlib import contextmanager
 
 import torch
 from pydantic import Field
 
-from unified_rag.errors import ModelLoadError
+from unified_rag.errors import ModelLoadError, require
 
 from .base import Embedder, EmbedderConfig
 
@@ -81,9 +85,27 @@ class LoraEmbedderConfig(EmbedderConfig):
 
 
 def _tuner_layers(model):
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    # No module can be a peft layer before peft is imported, so a lora_r = 0 embedder needs no peft.
+    tuners = sys.modules.get("peft.tuners.tuners_utils")
+    return [] if tuners is None else [m for m in model.modules() if isinstance(m, tuners.BaseTunerLayer)]
 
-    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+@contextmanager
+def _switches_kept(model):
+    """Every LoRA layer's switches (on/off, which adapters) and requires_grad flags as they were, after
+    whatever happens inside. peft's switches set requires_grad as a side effect, and a flag flipped
+    before backward would silently drop gradients."""
+    layers = _tuner_layers(model)
+    saved = [(m, list(m.active_adapters), m.disable_adapters) for m in layers]
+    grads = [(p, p.requires_grad) for m in layers for p in m.parameters()]
+    try:
+        yield
+    finally:
+        for m, active, disabled in saved:
+            m.set_adapter(active)
+            m.enable_adapters(not disabled)
+        for p, g in grads:
+            p.requires_grad_(g)
 
 
 class LoraEmbedder(Embedder):
@@ -91,8 +113,9 @@ class LoraEmbedder(Embedder):
 
     The adapter is injected in place (peft `inject_adapter_in_model`: no wrapper, no copy) and is
     switched on only inside `adapter_active()`, so the generator and other embedders on the same
-    backbone keep the base behaviour. With lora_r = 0 the method fine-tunes the shared weights
-    themselves, which then change generation too, and they are saved with the adapter.
+    backbone keep the base behaviour, and building one embedder never touches another's switches.
+    With lora_r = 0 the method fine-tunes the shared weights themselves, which then change generation
+    too, and they are saved with the adapter.
     """
 
     config_class = LoraEmbedderConfig
@@ -101,7 +124,8 @@ class LoraEmbedder(Embedder):
         super().__init__(backbone, config, **overrides)
         self.adapter_name = self.kind.replace("-", "_")
         if self.config.lora_r > 0:
-            from peft import LoraConfig, inject_adapter_in_model
+            peft = require("peft", "train", "LoRA embedders (gem, llm2vec, birecon)")
+            LoraConfig, inject_adapter_in_model = peft.LoraConfig, peft.inject_adapter_in_model
 
             model = backbone.model
             taken = {n for m in _tuner_layers(model) for n in m._get_available_adapters()}
@@ -112,16 +136,16 @@ class LoraEmbedder(Embedder):
             cfg = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
                              lora_dropout=self.config.lora_dropout, target_modules=self.config.lora_targets)
             grads = {id(p): p.requires_grad for p in model.parameters()}
+            existing = {id(m) for m in _tuner_layers(model)}
             # LoRA A is drawn at random: seed it, so a run does not depend on what the process did before.
-            with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            with warnings.catch_warnings(), torch.random.fork_rng(devices=[]), _switches_kept(model):
                 warnings.filterwarnings("ignore", message=".*multiple adapters.*")
                 torch.manual_seed(self.config.init_seed)
                 inject_adapter_in_model(cfg, model, adapter_name=self.adapter_name)
             model.train(model.training)  # new LoRA dropout modules start in train mode; follow the model
             for m in _tuner_layers(model):
-                m.enable_adapters(False)  # off until an embedder asks: generation keeps the base weights
-                if len(m._get_available_adapters()) > 1:
-                    m.set_adapter([a for a in m.active_adapters if a != self.adapter_name] or m.active_adapters)
+                if id(m) not in existing:
+                    m.enable_adapters(False)  # a newly wrapped layer starts off: generation keeps the base weights
             for p in model.parameters():
                 p.requires_grad_(grads.get(id(p), False))  # new LoRA weights start frozen; trainers opt in
 
@@ -142,26 +166,16 @@ class LoraEmbedder(Embedder):
 
     @contextmanager
     def adapter_active(self):
-        """This embedder's LoRA on for the duration, everything restored after (requires_grad included:
-        peft's toggles set it, and a flag flipped before backward would silently drop gradients)."""
-        if self.config.lora_r == 0:
-            yield
-            return
-        layers = _tuner_layers(self.backbone.model)
-        saved = [(m, list(m.active_adapters), m.disable_adapters) for m in layers]
-        grads = [(p, p.requires_grad) for m in layers for p in m.parameters()]
-        try:
-            for m in layers:
-                if self.adapter_name in m._get_available_adapters():
-                    m.enable_adapters(True)
+        """This embedder's LoRA alone on for the duration (any adapter the caller had on is off, so the
+        output never depends on the caller), and every switch restored after. lora_r = 0: all LoRA off."""
+        model = self.backbone.model
+        with _switches_kept(model):
+            for m in _tuner_layers(model):
+                mine = self.config.lora_r > 0 and self.adapter_name in m._get_available_adapters()
+                if mine:
                     m.set_adapter(self.adapter_name)
+                m.enable_adapters(mine)
             yield
-        finally:
-            for m, active, disabled in saved:
-                m.set_adapter(active)
-                m.enable_adapters(not disabled)
-            for p, g in grads:
-                p.requires_grad_(g)
 
     def adapter_state(self):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}

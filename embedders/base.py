@@ -17,12 +17,14 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from unified_rag.backbone import Backbone
 from unified_rag.errors import InputError, ModelLoadError
 from unified_rag.io import atomic_write_bytes, atomic_write_json
+from unified_rag.types import check_texts
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +74,26 @@ class Embedder(torch.nn.Module):
         return list(head), []
 
     # --- tokenisation and batching ---------------------------------------------------------
-    def tokenize(self, texts: Sequence[str], instruction: str | None) -> list[tuple[list[int], int, int]]:
-        """Per text: (ids, n_head, n_text). Only the text is ever truncated, never the frame or specials."""
+    def tokenize(self, texts: Sequence[str], instruction: str | None, *, max_length: int | None = None,
+                 warn: bool = True) -> list[tuple[list[int], int, int]]:
+        """Per text: (ids, n_head, n_text). Only the text is ever truncated, never the frame or specials.
+        `max_length` lowers the config's cap (trainers cut queries and passages to their own lengths)."""
         head, tail = self.frame(instruction)
-        budget = min(self.config.max_length, self.backbone.max_length) - len(head) - len(tail) - self.n_special
+        cap = min(self.config.max_length, self.backbone.max_length, max_length or self.config.max_length)
+        budget = cap - len(head) - len(tail) - self.n_special
         if budget < 1:
-            raise InputError(f"instruction leaves no room for text within max_length={self.config.max_length}")
+            raise InputError(f"instruction leaves no room for text within max_length={cap}")
         bodies = self.backbone.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         n_cut = sum(len(b) > budget for b in bodies)
-        if n_cut:
-            warnings.warn(f"{n_cut} of {len(bodies)} texts exceed {budget} tokens and were truncated; "
-                          "index documents through UnifiedRAG, whose chunker splits them instead", stacklevel=3)
+        if n_cut and warn:
+            warnings.warn(f"{n_cut} of {len(bodies)} texts exceed {budget} tokens and only their first {budget} "
+                          "tokens were embedded (the rest was truncated); UnifiedRAG's chunker splits long documents instead", stacklevel=3)
         return [(head + b[:budget] + tail, len(head), min(len(b), budget)) for b in bodies]
+
+    def text_budget(self, instruction: str | None) -> int:
+        """How many text tokens fit beside the instruction frame and the special tokens."""
+        head, tail = self.frame(instruction)
+        return min(self.config.max_length, self.backbone.max_length) - len(head) - len(tail) - self.n_special
 
     def collate(self, items: list[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
         n_sp = self.n_special
@@ -113,17 +123,16 @@ class Embedder(torch.nn.Module):
 
     # --- the public API ------------------------------------------------------------------------
     def encode(self, texts: str | Sequence[str], *, instruction: str | None = None, batch_size: int = 32,
-               normalize: bool = True, show_progress_bar: bool | None = None) -> np.ndarray:
+               normalize: bool = True, show_progress_bar: bool | None = None,
+               warn_truncation: bool = True) -> np.ndarray:
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         if not texts:
             raise InputError("encode() got no texts")
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-        if bad:
-            raise InputError(f"texts at positions {bad[:10]} are empty, whitespace-only or not strings")
-        if batch_size < 1:
-            raise InputError("batch_size must be >= 1")
-        items = self.tokenize(texts, instruction)
+        check_texts(texts)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        items = self.tokenize(texts, instruction, warn=warn_truncation)
         order = np.argsort([-len(ids) for ids, _, _ in items], kind="stable")  # little padding per batch
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         show = len(texts) >= 256 if show_progress_bar is None else show_progress_bar
@@ -192,7 +201,7 @@ class Embedder(torch.nn.Module):
             try:
                 state = load_file(path / WEIGHTS_NAME)
                 emb.load_adapter_state(state)
-            except (RuntimeError, OSError, ValueError) as e:
+            except (RuntimeError, OSError, ValueError, SafetensorError) as e:  # garbage bytes: SafetensorError
                 raise ModelLoadError(f"{path / WEIGHTS_NAME} does not fit this embedder/backbone: {e}") from None
         return emb
 

@@ -2,16 +2,21 @@
 is the mean of their last-layer states. Each special token sees the text and itself, not the other
 special tokens (the mask the model was trained with, see adapters.gem_allowed).
 
-GEM's point is one model that still generates. With LoRA (default) and `generate_with_adapter`
-(default True) the adapter is left switched on in the shared model, so generation uses the GEM
-weights too; the trainer reports perplexity before and after. Set it False to keep generation on
-the base weights. With lora_r = 0 (full fine-tuning) the shared weights themselves change.
+GEM's point is one model that still generates. With LoRA (default) its adapter is on only inside
+its own forward, like every adapter here (adapters.py), so building or using it never changes the
+generator's or another embedder's output. `generate_with_adapter` (default True) says that answers
+should come from the GEM weights too: whoever generates enters `generation()` around that call
+(`with emb.generation(): generator.generate_ids(...)`), which switches the adapter on for it alone.
+The trainer reports perplexity before and after that way. With lora_r = 0 (full fine-tuning) the
+shared weights themselves change, and so does every generation.
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 
-from .adapters import LoraEmbedder, LoraEmbedderConfig, _tuner_layers, additive_mask, fresh_token_rows, gem_allowed
+from .adapters import LoraEmbedder, LoraEmbedderConfig, additive_mask, fresh_token_rows, gem_allowed
 
 
 class GEMConfig(LoraEmbedderConfig):
@@ -30,18 +35,11 @@ class GEMEmbedder(LoraEmbedder):
         self.n_special = self.config.num_special_tokens
         self.special_embeddings = torch.nn.Parameter(fresh_token_rows(backbone, self.n_special, self.config.init_seed)
                                                      .to(backbone.device))
-        if self.config.lora_r > 0 and self.config.generate_with_adapter:
-            self.use_for_generation()
 
-    def use_for_generation(self) -> None:
-        """Leave this adapter on in the shared model outside embedding calls as well."""
-        grads = [(p, p.requires_grad) for p in self.backbone.model.parameters()]
-        for m in _tuner_layers(self.backbone.model):
-            if self.adapter_name in m._get_available_adapters():
-                m.enable_adapters(True)
-                m.set_adapter(self.adapter_name)
-        for p, g in grads:
-            p.requires_grad_(g)
+    def generation(self) -> AbstractContextManager:
+        """Enter around a generate call to generate with the GEM weights (when `generate_with_adapter`):
+        the adapter is on for that call only, and every switch is restored when it ends."""
+        return self.adapter_active() if self.config.generate_with_adapter else nullcontext()
 
     def mask(self, batch):
         am = batch["attention_mask"]

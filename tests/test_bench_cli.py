@@ -33,6 +33,8 @@ def test_theoremqa_bm25_via_cli_and_summary(tmp_path):
     res = json.loads((out / "theoremqa" / "results.json").read_text())
     assert "STAND-IN" in res["title"] and res["dataset"]["queries"] == 50
     m = next(iter(res["methods"].values()))["metrics"]
-    assert 0 < m["ndcg@10"] <= 1 and m["recall@10"] >= m["ndcg@10"] * 0  # a real, non-trivial figure
+    # One judged theorem per question, so nDCG@10 <= recall@10; BM25 scores 0.498 on all 747 queries, and
+    # these first 50 land near it (0.53 measured): far above the 0.03 a random ranking of 354 gets.
+    assert 0.35 < m["ndcg@10"] <= m["recall@10"] <= 1, m
     r = runner.invoke(app, ["bench", "summary", str(out)])
     assert r.exit_code == 0 and "TheoremQA nDCG@10" in (out / "summary.md").read_text()

@@ -23,7 +23,10 @@ def test_pipeline_workers_on_a_tiny_model(tiny_backbone, tmp_path):
                             max_new_tokens=2)
     two = E.worker_pipeline("b", embedder="mean", model=str(tmp_path / "tiny"), dtype="fp32", n_docs=2, n_queries=1,
                             max_new_tokens=2)
-    assert two["param_mb"] == 2 * one["param_mb"]  # layout b holds the weights twice
+    # Counted from the storages the parts really hold: the one-copy layout counts the model once, the
+    # reference layout's second load really is a second copy. Sharing by mistake would fail either line.
+    assert one["param_mb"] == tiny_backbone.param_bytes() / 2**20
+    assert two["param_mb"] == 2 * one["param_mb"]
 
 
 def test_encode_worker_on_a_tiny_model(tiny_backbone, tmp_path):

@@ -1,23 +1,12 @@
 import json
-import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import CORPUS
 from unified_rag import (Answer, Document, EmbedderMismatchError, EmptyCorpusError, IndexLoadError, InputError,
                          LLM2VecGenEmbedder, MeanPoolEmbedder, UnifiedRAG)
+from unified_rag.generator import cited_numbers
 from unified_rag.rag import MANIFEST
-
-
-@pytest.fixture
-def rag(tiny_backbone):
-    # No query instruction: on a random model, only an exact copy is reliably nearest.
-    r = UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone, query_instruction=None),
-                   chunking={"chunk_tokens": 48, "overlap_tokens": 8})
-    r.add_documents([Document(text=t, id=f"d{i}", metadata={"n": i}) for i, t in enumerate(CORPUS)])
-    return r
 
 
 def test_retrieve_finds_an_exact_copy(rag):
@@ -64,9 +53,16 @@ def test_empty_inputs(tiny_backbone, rag):
         rag.retrieve("   ")
 
 
-def test_answer_cites_numbered_sources(rag):
+def test_answer_cites_numbered_sources(rag, monkeypatch):
     ans = rag.answer("What produces ATP?", k=2, max_new_tokens=5)
     assert isinstance(ans, Answer) and [h.rank for h in ans.sources] == [1, 2]
+    assert ans.cited == cited_numbers(ans.text, 2)
+    # `cited` holds exactly the in-range numbers the text writes: [3] names no source, [1, 2] names two.
+    monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None: "ATP comes from mitochondria [2], [3] and [1, 2].")
+    assert rag.answer("What produces ATP?", k=2, max_new_tokens=5).cited == [1, 2]
+    monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None: "No citation here.")
+    assert rag.answer("What produces ATP?", k=2, max_new_tokens=5).cited == []
+    monkeypatch.undo()
     stream = rag.stream_answer("What produces ATP?", k=2, max_new_tokens=5)
     pieces = list(stream)
     assert "".join(pieces).strip() == stream.answer.text == ans.text  # greedy: streaming equals batch

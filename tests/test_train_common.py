@@ -3,8 +3,11 @@ import json
 import pytest
 import torch
 
-from trainers.common import (TrainConfig, _batch, _load_optimizer, _optimizer_tensors, plot_log, read_pairs, read_texts,
-                             subsample)
+from trainers.checkpoint import _load_optimizer, _optimizer_tensors
+from trainers.config import TrainConfig
+from trainers.data import read_pairs, read_texts, subsample
+from trainers.loop import _batch
+from trainers.plot import plot_log
 from unified_rag.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,7 +29,7 @@ def test_readers_report_bad_lines_by_number(tmp_path):
 def test_pairs_and_errors(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"query": "q", "response": "r"}\n{"query": "q2"}\n')
     with pytest.warns(UserWarning, match="line"):
-        assert read_pairs([tmp_path / "p.jsonl"]) == [("p.jsonl:1", "q", "r")]
+        assert read_pairs([tmp_path / "p.jsonl"]) == [("p.jsonl:1", "q", "r", "")]
     with pytest.raises(InputError):
         read_texts([tmp_path / "missing.txt"])
     (tmp_path / "x.csv").write_text("a,b\n")
@@ -73,7 +76,7 @@ def test_cli_trains_and_resumes_end_to_end(fresh_tiny_backbone, tmp_path):
     from unified_rag.cli import app
 
     from tests.conftest import CORPUS
-    from trainers.common import read_log
+    from trainers.plot import read_log
 
     fresh_tiny_backbone.save_pretrained(tmp_path / "model")
     (tmp_path / "texts.txt").write_text("\n".join(CORPUS) + "\n")

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from tests.conftest import CORPUS
-from trainers.common import read_log
 from trainers.llm2vec_gen import (LLM2VecGenMethod, LLM2VecGenTrainConfig, Standardized, examples_from,
                                   generate_responses, teacher_vectors)
+from trainers.plot import read_log
 from unified_rag import Embedder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,7 +38,7 @@ def test_exactly_the_tokens_and_projections_train(tiny_backbone):
 
 
 def test_loss_decreases_backbone_untouched_and_export_round_trips(tiny_backbone, tmp_path):
-    from trainers.common import train
+    from trainers.loop import train
 
     before = {k: v.clone() for k, v in tiny_backbone.model.state_dict().items()}
     ex = _examples(tiny_backbone)
@@ -80,7 +80,7 @@ def test_standardized_folds_into_a_plain_linear():
 
 
 def test_resume_equals_uninterrupted(tiny_backbone, tmp_path):
-    from trainers.common import train
+    from trainers.loop import train
 
     ex = _examples(tiny_backbone)
     full = LLM2VecGenMethod(tiny_backbone, _cfg(val_examples=2), D)

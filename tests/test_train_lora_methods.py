@@ -6,20 +6,26 @@ import torch
 from embedders.adapters import additive_mask, bidirectional_allowed, gem_allowed
 from tests.conftest import CORPUS
 from trainers.birecon import BiReconMethod, BiReconTrainConfig
-from trainers.common import train
 from trainers.gem import GEMMethod, GEMTrainConfig, perplexity
 from trainers.llm2vec import LLM2VecMethod, LLM2VecTrainConfig
+from trainers.loop import train
+from trainers.plot import read_log
 from unified_rag import Embedder
+from unified_rag.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEXTS = [(str(i), t) for i, t in enumerate(CORPUS)]
-PAIRS = [(str(i), t.split(" and ")[0], t) for i, t in enumerate(CORPUS)]
+PAIRS = [(str(i), t.split(" and ")[0], t, "") for i, t in enumerate(CORPUS)]
 COMMON = dict(batch_size=6, lr=1e-2, lora_r=4, lora_alpha=8, save_every=100, plot=False, max_length=64)
 METHODS = {
     "gem": (GEMMethod, GEMTrainConfig, TEXTS, dict(cl_start=3, p_ntp=0.5, lr_special=1e-2)),
     "llm2vec": (LLM2VecMethod, LLM2VecTrainConfig, TEXTS, dict(mntp_steps=3)),
     "birecon": (BiReconMethod, BiReconTrainConfig, PAIRS, dict(recon_steps=3)),
+    # LLM2Vec with the supervised stage on pairs (MNTP first, then InfoNCE with distillation off)
+    "llm2vec-pairs": (LLM2VecMethod, LLM2VecTrainConfig, PAIRS, dict(mntp_steps=3, pairs=["given"])),
+    # GEM with real positives: NTP on the passages, CL through the shared supervised stage
+    "gem-pairs": (GEMMethod, GEMTrainConfig, PAIRS, dict(cl_start=3, p_ntp=0.5, lr_special=1e-2, pairs=["given"])),
 }
 
 
@@ -65,7 +71,7 @@ def _base_weights(model):
     return {n.replace(".base_layer", ""): p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
 
 
-@pytest.mark.parametrize("name", ["gem", "llm2vec", "birecon"])
+@pytest.mark.parametrize("name", ["gem", "llm2vec", "birecon", "llm2vec-pairs", "gem-pairs"])
 def test_train_base_frozen_generation_kept_and_round_trip(fresh_tiny_backbone, tmp_path, name):
     b = fresh_tiny_backbone
     probe = torch.tensor([[5, 6, 7, 8]])
@@ -74,21 +80,26 @@ def test_train_base_frozen_generation_kept_and_round_trip(fresh_tiny_backbone, t
     base = _base_weights(b.model)
     m, rows = _method(b, name)
     log = train(m, m.cfg, tmp_path, rows)
-    first, last = log[0][next(iter(log[0]))], log[2][next(iter(log[2]))]  # stage one's loss, steps 1 and 3
-    assert log[2]["loss"] < log[0]["loss"], (first, last)
+    stage_one = next(k for k in log[0] if k not in {"step", "loss", "lr", "elapsed_s"})  # ntp, mntp or d2q
+    assert log[2][stage_one] < log[0][stage_one], [r[stage_one] for r in log[:3]]
+    stage_two = [r["loss"] for r in log[3:]]  # the contrastive stage: finite, and a real InfoNCE value
+    assert len(stage_two) == 3 and all(np.isfinite(stage_two)) and all(v > 0 for v in stage_two), stage_two
     after = _base_weights(b.model)
     assert all(torch.equal(base[k], after[k]) for k in base)  # only LoRA (and own tokens) moved
     assert not any(p.requires_grad for p in b.model.parameters())  # the shared model is frozen again
     with torch.no_grad():
         gen_logits = b.model(input_ids=probe).logits
-    if name == "gem":  # GEM keeps its adapter on for generation on purpose: generation changes
-        assert not torch.allclose(gen_logits, base_logits)
-        assert perplexity(b, CORPUS) > 1
-    else:
-        assert torch.equal(gen_logits, base_logits)  # adapter off outside the embedder
+    assert torch.equal(gen_logits, base_logits)  # adapter off outside the embedder, GEM's too
+    if name == "gem":  # GEM generates with its adapter, inside the context a generator enters for it
+        with m.emb.generation(), torch.no_grad():
+            assert not torch.allclose(b.model(input_ids=probe).logits, base_logits)
+            assert perplexity(b, CORPUS) > 1
+        assert {"ntp", "cl"} <= log[-1].keys()  # the mixed loss: NTP stays after cl_start
+        a = m.cfg.alpha
+        assert log[-1]["loss"] == pytest.approx((1 - a) * log[-1]["ntp"] + a * log[-1]["cl"], abs=1e-5)
     m.save_output(tmp_path / "adapter")
     back = Embedder.from_pretrained(tmp_path / "adapter", backbone=b)  # a second adapter, same shared model
-    assert back.kind == name and back.adapter_name != m.emb.adapter_name
+    assert back.kind == m.emb.kind and back.adapter_name != m.emb.adapter_name
     np.testing.assert_array_equal(back.encode(CORPUS), m.emb.encode(CORPUS))
 
 
@@ -96,14 +107,12 @@ def test_lora_resume_equals_uninterrupted(fresh_tiny_backbone, tmp_path):
     b = fresh_tiny_backbone
     full, rows = _method(b, "gem", steps=4, save_every=2)
     train(full, full.cfg, tmp_path / "a", rows)
-    ref = [r["loss"] for r in __import__("trainers.common", fromlist=["read_log"]).read_log(tmp_path / "a")]
+    ref = [r["loss"] for r in read_log(tmp_path / "a")]
     state = full.checkpoint_state()
     part, _ = _method(b, "gem", steps=2, save_every=2)
     train(part, part.cfg, tmp_path / "b", rows)
     again, _ = _method(b, "gem", steps=4, save_every=2, resume=True)
     train(again, again.cfg, tmp_path / "b", rows)
-    from trainers.common import read_log
-
     assert [r["loss"] for r in read_log(tmp_path / "b")] == ref
     now = again.checkpoint_state()
     assert state.keys() == now.keys() and all(torch.equal(state[k], v) for k, v in now.items())
@@ -122,3 +131,63 @@ def test_gem_full_fine_tuning_saves_and_loads_the_shared_weights(tmp_path):
     other = make_tiny_backbone()  # untrained weights: loading writes the trained ones into it, in place
     back = Embedder.from_pretrained(tmp_path / "adapter", backbone=other)
     np.testing.assert_array_equal(back.encode(CORPUS), m.emb.encode(CORPUS))
+
+
+@pytest.mark.parametrize("name", ["gem", "birecon"])
+def test_validate_is_the_same_whether_resumed_or_not(fresh_tiny_backbone, tmp_path, name):
+    b = fresh_tiny_backbone
+    kw = dict(steps=4, save_every=2, val_examples=2)
+    full, rows = _method(b, name, **kw)
+    log = train(full, full.cfg, tmp_path / "a", rows)
+    val = [{k: v for k, v in r.items() if k.startswith("val_")} for r in log]
+    want = {"gem": {"val_ntp", "val_cl"}, "birecon": {"val_d2q", "val_q2d", "val_nce", "val_acc"}}[name]
+    assert [set(v) for v in val] == [set(), want, set(), want]  # at every checkpoint
+    assert all(np.isfinite(x) for v in val for x in v.values())
+    part, _ = _method(b, name, **{**kw, "steps": 2})
+    train(part, part.cfg, tmp_path / "b", rows)
+    again, _ = _method(b, name, **{**kw, "resume": True})
+    train(again, again.cfg, tmp_path / "b", rows)
+    assert [{k: v for k, v in r.items() if k.startswith("val_")} for r in read_log(tmp_path / "b")] == val
+
+
+def test_val_examples_need_a_validate(fresh_tiny_backbone, tmp_path):
+    from trainers.method import Method
+
+    class NoValidate(GEMMethod):
+        validate = Method.validate
+
+    cfg = GEMTrainConfig(**{**COMMON, "steps": 1, "val_examples": 2})
+    with pytest.raises(InputError, match="val_examples"):
+        train(NoValidate(fresh_tiny_backbone, cfg), cfg, tmp_path, TEXTS)
+
+
+def test_birecon_embeds_the_appended_eos(fresh_tiny_backbone):
+    m, _ = _method(fresh_tiny_backbone, "birecon")
+    e, eos = m.emb, fresh_tiny_backbone.tokenizer.eos_token_id
+    x = e.collate(e.tokenize(CORPUS[:2], None, max_length=8, warn=False))  # text cut to 7 tokens, EOS kept
+    last = e.last_index(x["attention_mask"])
+    assert (x["input_ids"][torch.arange(2), last] == eos).all() and (x["input_ids"][:, :last.min()] != eos).all()
+    with torch.no_grad():
+        h = e.hidden(x)
+        assert torch.equal(e.embed_batch(x), h[torch.arange(2), last].float())
+
+
+def test_gem_run_reports_perplexity_with_its_adapter_on(fresh_tiny_backbone, tmp_path):
+    import json
+
+    from trainers.gem import run
+
+    fresh_tiny_backbone.save_pretrained(tmp_path / "model")
+    (tmp_path / "texts.txt").write_text("\n".join(CORPUS * 2) + "\n")
+    cfg = GEMTrainConfig(**{**COMMON, "steps": 3, "cl_start": 1, "heldout": 2, "val_examples": 2, "dtype": "fp32",
+                            "model": str(tmp_path / "model"), "data": [tmp_path / "texts.txt"]})
+    run(cfg, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "generation_quality.json").read_text())
+    assert report["heldout_texts"] == 2 and report["generate_with_adapter"] is True
+    assert report["perplexity_after"] != report["perplexity_before"]  # measured with the trained adapter on
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.0])
+def test_gem_alpha_keeps_the_ntp_term(alpha):
+    with pytest.raises(ValueError):
+        GEMTrainConfig(alpha=alpha)

@@ -1,10 +1,13 @@
 """Bidirectional reconstruction trainer (EBQ2D / EBD2Q, arXiv 2509.03020).
 
-Stage one (`recon_steps`): the last-token embedding of one side of a (query, passage) pair is fed as
-ONE soft prefix token (inputs_embeds) and the same model, adapter on, reconstructs the other side
-with teacher-forced CE: L = w_d2q * EBD2Q + w_q2d * EBQ2D (0.8 / 0.2). Stage two: InfoNCE with in-batch
-negatives at temperature 0.02. Pairs: any .tsv (id<TAB>query<TAB>passage) or .jsonl with query and
-passage (or response) fields; the offline default is the LLM2Vec-Gen run's responses.jsonl.
+Stage one (`recon_steps`): the embedding of one side of a (query, passage) pair, the state of the EOS
+token appended after its text (embedders/birecon.py), is fed as ONE soft prefix token (inputs_embeds)
+and the same model, adapter on, reconstructs the other side with teacher-forced CE:
+L = w_d2q * EBD2Q + w_q2d * EBQ2D (0.8 / 0.2). Stage two: the shared supervised contrastive stage
+(trainers/contrastive.py: in-batch and optional hard negatives, duplicate positives masked) at the
+paper's temperature 0.02. `validate` scores held-out pairs on both: reconstruction CE and in-batch InfoNCE
+and accuracy. Pairs: any .tsv (id<TAB>query<TAB>passage) or .jsonl with query and passage (or
+response) fields; the offline default is the LLM2Vec-Gen run's responses.jsonl.
 """
 from __future__ import annotations
 
@@ -13,11 +16,16 @@ from pathlib import Path
 
 from embedders.birecon import BiReconEmbedder
 
-from .common import LoraTrainConfig, Method, info_nce, lora_options, prefix_ce, read_pairs, run_method, subsample
+from .config import LoraTrainConfig, lora_options
+from .contrastive import ContrastiveOptions, ContrastiveStage
+from .data import read_pairs, subsample
+from .losses import prefix_ce
+from .method import Method
+from .run import run_method
 
 
-class BiReconTrainConfig(LoraTrainConfig):
-    data: list[Path] = [Path("runs/llm2vec-gen-smollm2/responses.jsonl")]
+class BiReconTrainConfig(LoraTrainConfig, ContrastiveOptions):
+    data: list[Path] = [Path("runs/llm2vec-gen-smollm2/responses.jsonl")]  # pairs, for both stages
     recon_steps: int = 500
     w_d2q: float = 0.8
     w_q2d: float = 0.2
@@ -30,20 +38,39 @@ class BiReconMethod(Method):
     def __init__(self, backbone, cfg: BiReconTrainConfig):
         super().__init__(BiReconEmbedder(backbone, **lora_options(cfg)))
         self.cfg = cfg
+        self.stage = ContrastiveStage(self.emb, cfg)
 
-    def forward(self, examples, gen, step):
-        e, eos = self.emb, self.backbone.tokenizer.eos_token
+    def embed_pairs(self, examples):
+        e = self.emb
         qs, ps = [x[1] for x in examples], [x[2] for x in examples]
         eq = e.embed_batch(self.batch(qs, e.config.query_instruction))
         ep = e.embed_batch(self.batch(ps, e.config.document_instruction))
-        if step >= self.cfg.recon_steps:
-            loss = info_nce(eq, ep, 1.0 / self.cfg.temperature)
-            return loss, {"nce": loss.item()}
-        with e.adapter_active():
+        return qs, ps, eq, ep
+
+    def recon_losses(self, qs, ps, eq, ep):
+        eos = self.backbone.tokenizer.eos_token
+        with self.emb.adapter_active():
             d2q = prefix_ce(self.backbone, ep.unsqueeze(1), [q + eos for q in qs], self.cfg.max_length)
             q2d = prefix_ce(self.backbone, eq.unsqueeze(1), [p + eos for p in ps], self.cfg.max_length)
+        return d2q, q2d
+
+    def forward(self, examples, gen, step):
+        if step >= self.cfg.recon_steps:
+            return self.stage(self.emb, examples)
+        qs, ps, eq, ep = self.embed_pairs(examples)
+        d2q, q2d = self.recon_losses(qs, ps, eq, ep)
         loss = self.cfg.w_d2q * d2q + self.cfg.w_q2d * q2d
         return loss, {"d2q": d2q.item(), "q2d": q2d.item()}
+
+    def validate(self, examples):
+        """Both stages' scores on held-out pairs: reconstruction CE each way (training-sized batches),
+        and the contrastive stage's InfoNCE and accuracy over all held-out pairs at once."""
+        bs, sums = self.cfg.batch_size, {"d2q": 0.0, "q2d": 0.0}
+        for i in range(0, len(examples), bs):
+            d2q, q2d = self.recon_losses(*self.embed_pairs(examples[i:i + bs]))
+            sums["d2q"] += d2q.item() * len(examples[i:i + bs])
+            sums["q2d"] += q2d.item() * len(examples[i:i + bs])
+        return {**{k: v / len(examples) for k, v in sums.items()}, **self.stage.validate(self.emb, examples)}
 
 
 def run(cfg: BiReconTrainConfig, out: str | os.PathLike) -> Path:

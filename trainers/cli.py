@@ -7,6 +7,7 @@ so `unified-rag --help` stays fast. Several GPUs: prefix with accelerate, e.g.
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,52 +23,97 @@ METHODS = {  # command -> (module, config class)
     "birecon": ("trainers.birecon", "BiReconTrainConfig"),
 }
 
+# The config classes' defaults, shown in --help without importing torch; they apply where neither the
+# command line nor --config sets a value (an option left at its default does not override the file).
+# tests/test_cli_hardening.py checks them against the classes.
+DEFAULTS = {m: dict(steps=1000, batch_size=16, grad_accum=1, lr=1e-4, seed=0, save_every=100) for m in METHODS}
+DEFAULTS["llm2vec-gen"].update(steps=3000, lr=5e-4, save_every=50)
+DATA_DEFAULTS = {"birecon": "runs/llm2vec-gen-smollm2/responses.jsonl"}
+
+# The main CLI's checks and one-line errors. Imported after `app` exists, because unified_rag.cli
+# imports this module while it is itself being imported.
+from unified_rag.cli import _friendly  # noqa: E402
+
 
 def _train(method: str, config: Optional[Path], out: Path, **overrides) -> None:
-    from unified_rag.cli import _quiet
+    from unified_rag.cli import _check_file, _check_inputs, _check_out, _check_positive, _quiet, _validation_message
+    from unified_rag.errors import InputError
 
+    # Everything the command line can get wrong is checked before torch and the model load.
+    if config is not None:
+        _check_file(config, "--config")
+    if overrides.get("data"):
+        _check_inputs(overrides["data"], "--data path")
+    else:
+        overrides["data"] = None  # not given: the config file's or the class's
+    _check_out(out, "a training run")
+    _check_positive(**{k: overrides[k] for k in ("steps", "batch_size", "grad_accum", "max_examples", "save_every")})
+    if overrides["lr"] is not None and not overrides["lr"] > 0:
+        raise InputError(f"--lr must be positive, got {overrides['lr']}")
+    if config is not None:
+        try:
+            raw = json.loads(config.read_text(encoding="utf-8"))
+        except ValueError as e:  # bad JSON or not UTF-8
+            raise InputError(f"--config {config} is not a JSON file: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise InputError(f"--config {config} must hold a JSON object of config fields, not a {type(raw).__name__}")
     _quiet(overrides.pop("verbose"))
-    from unified_rag.errors import UnifiedRAGError
+    from pydantic import ValidationError
 
     module_name, cfg_name = METHODS[method]
     module = importlib.import_module(module_name)
-    if overrides.get("data") == []:
-        overrides["data"] = None
     try:
         cfg = getattr(module, cfg_name).from_file(config, **overrides)
-    except (ValueError, OSError) as e:
-        raise typer.BadParameter(str(e).splitlines()[-1] if isinstance(e, ValueError) else str(e)) from None
+    except ValidationError as e:
+        raise InputError(f"{config or 'options'}: " + _validation_message(e)) from None
     try:
         adapter = module.run(cfg, out)
-    except UnifiedRAGError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2)
     except KeyboardInterrupt:
         typer.secho(f"interrupted: rerun with --resume to continue from the last checkpoint in {out}",
                     fg="yellow", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     typer.echo(f"adapter written to {adapter}; log {out / 'train_log.jsonl'}, plot {out / 'loss.png'}")
 
 
 def _command(method: str):
-    def command(config: Optional[Path] = typer.Option(None, "--config", "-c", exists=True, dir_okay=False,
-                                                       help="JSON config (fields of the method's config class)."),
-                out: Path = typer.Option(..., "--out", "-o", help="Run dir: checkpoints, log, plot, adapter/."),
-                data: List[Path] = typer.Option([], "--data", help="Training files (.txt, .tsv, .jsonl); repeatable."),
-                model: Optional[str] = typer.Option(None, help="Backbone; default SmolLM2-135M-Instruct."),
-                steps: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
-                grad_accum: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None),
-                max_examples: Optional[int] = typer.Option(None), seed: Optional[int] = typer.Option(None),
-                save_every: Optional[int] = typer.Option(None),
-                resume: Optional[bool] = typer.Option(None, "--resume/--no-resume",
-                                                      help="Continue from the last checkpoint in --out."),
-                verbose: bool = typer.Option(False, "--verbose", "-v")):
-        _train(method, config, out, data=list(data), model=model, steps=steps, batch_size=batch_size,
-               grad_accum=grad_accum, lr=lr, max_examples=max_examples, seed=seed, save_every=save_every,
-               resume=resume, verbose=verbose)
+    d = DEFAULTS[method]
+    data_help = "Training files (.txt, .tsv, .jsonl) or BEIR train dirs; repeatable."
+    if method in DATA_DEFAULTS:
+        data_help += f" Default: {DATA_DEFAULTS[method]}."
 
-    command.__doc__ = f"Train a {method} adapter on the shared backbone."
+    @_friendly
+    def command(ctx: typer.Context,
+                config: Optional[Path] = typer.Option(None, "--config", "-c", help="JSON config: an object of the "
+                                                       "method's config fields (see trainers/configs/)."),
+                out: Path = typer.Option(..., "--out", "-o", help="Run dir: checkpoints, log, plot, adapter/."),
+                data: List[Path] = typer.Option([], "--data", help=data_help),
+                model: Optional[str] = typer.Option(None, help="Backbone: HF id or dir, .gguf. Default: "
+                                                    "SmolLM2-135M-Instruct."),
+                steps: int = typer.Option(d["steps"], help="Optimizer steps."),
+                batch_size: int = typer.Option(d["batch_size"], help="Examples per process and micro-step."),
+                grad_accum: int = typer.Option(d["grad_accum"], help="Micro-steps per optimizer step."),
+                lr: float = typer.Option(d["lr"], help="Learning rate."),
+                max_examples: Optional[int] = typer.Option(None, help="Use only the first N examples after a "
+                                                           "seeded shuffle. Default: all."),
+                seed: int = typer.Option(d["seed"], help="Random seed (data order, initialisation)."),
+                save_every: int = typer.Option(d["save_every"], help="Steps between checkpoints."),
+                resume: bool = typer.Option(False, "--resume/--no-resume",
+                                            help="Continue from the last checkpoint in --out."),
+                verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens (device, dtype, GPU).")):
+        given = dict(data=list(data), model=model, steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                     max_examples=max_examples, seed=seed, save_every=save_every, resume=resume)
+        # Only what the command line sets overrides --config; the rest comes from the file or the class.
+        overrides = {k: v if _from_command_line(ctx, k) else None for k, v in given.items()}
+        _train(method, config, out, verbose=verbose, **overrides)
+
+    command.__doc__ = (f"Train a {method} adapter on the shared backbone. Options given override --config; "
+                       "the defaults shown apply where neither sets a value.")
     return command
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 for _name in METHODS:

@@ -4,12 +4,21 @@ keeps generating.
 Per text, with probability p_ntp plain next-token prediction; otherwise k special tokens are inserted
 at a random position and the suffix may see the prefix only through them (mask: adapters.gem_allowed),
 so predicting the suffix forces the specials to carry the prefix. Special positions are never targets.
-After `cl_start` steps the loss switches (alpha 0 -> 1) to InfoNCE on the special-token states: the
+From step `cl_start` on, the paper's mixed loss
+
+    L = (1 - alpha) * NTP + alpha * CL,   0 <= alpha < 1
+
+keeps the NTP term (GEM must still generate) beside InfoNCE on the special-token states: the
 positive is the same text under prefix dropout (each text token dropped with prob `prefix_dropout`),
 the negatives the rest of the batch, with a learnable temperature starting at log 20, clamped to
-[0, log 100]. LoRA by default; lora_r = 0 fine-tunes every shared weight.
+[0, log 100]. Before `cl_start`, NTP alone. LoRA by default; lora_r = 0 fine-tunes every shared weight.
+With `pairs` (real query -> passage pairs), NTP reads the passages and CL is the shared supervised
+contrastive stage (trainers/contrastive.py): real positives instead of dropout copies, which are too
+easy for short texts (the first SmolLM2 run's CL loss fell to 0.002 within a few steps).
 
-Generation quality: perplexity of the held-out texts before and after, in generation_quality.json.
+Generation quality: perplexity of the held-out texts before and after, with the adapter on as the
+generator would have it (GEMEmbedder.generation), in generation_quality.json. `validate` scores the
+`val_examples` held out of training: NTP and CL, with a fixed generator seed.
 """
 from __future__ import annotations
 
@@ -19,17 +28,24 @@ import os
 from pathlib import Path
 
 import torch
+from pydantic import Field
 
 from embedders.adapters import additive_mask, gem_allowed, positions
 from embedders.gem import GEMEmbedder
 
-from .common import LoraTrainConfig, Method, info_nce, lora_options, read_texts, run_method, subsample, token_ce
+from .config import LoraTrainConfig, lora_options
+from .contrastive import ContrastiveOptions, ContrastiveStage
+from .data import read_pairs, read_texts, subsample
+from .losses import info_nce, token_ce
+from .method import Method
+from .run import run_method
 
 
-class GEMTrainConfig(LoraTrainConfig):
+class GEMTrainConfig(LoraTrainConfig, ContrastiveOptions):
     num_special_tokens: int = 1
     p_ntp: float = 0.8
-    cl_start: int = 100
+    cl_start: int = 100  # the step from which the CL term joins (NTP alone before)
+    alpha: float = Field(0.5, ge=0, lt=1)  # the CL term's weight; < 1, so NTP never drops out
     prefix_dropout: float = 0.1
     lr_special: float = 1e-3
     heldout: int = 64  # texts kept out of training, for the perplexity report
@@ -42,6 +58,7 @@ class GEMMethod(Method):
         super().__init__(GEMEmbedder(backbone, num_special_tokens=cfg.num_special_tokens, **lora_options(cfg)))
         self.cfg = cfg
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(20.0), device=backbone.device))
+        self.supervised = ContrastiveStage(self.emb, cfg) if cfg.pairs else None
 
     def bottleneck_batch(self, texts: list[str], gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Rows of prefix | k specials | suffix (prob 1 - p_ntp) or plain text, right-padded, with the GEM mask."""
@@ -97,17 +114,34 @@ class GEMMethod(Method):
         return info_nce(a, p, self.logit_scale.clamp(0, math.log(100.0)).exp())
 
     def forward(self, examples, gen, step):
-        texts = [x[1] for x in examples]
-        if step < self.cfg.cl_start:  # alpha = 0: NTP only
-            loss = self.ntp_loss(texts, gen)
-            return loss, {"ntp": loss.item()}
-        loss = self.contrastive_loss(texts, gen)  # alpha = 1
-        return loss, {"cl": loss.item(), "scale": self.logit_scale.exp().item()}
+        texts = [x[2] if self.supervised else x[1] for x in examples]  # NTP reads the passages of pairs
+        ntp = self.ntp_loss(texts, gen)
+        if step < self.cfg.cl_start:
+            return ntp, {"ntp": ntp.item()}
+        if self.supervised is not None:
+            cl, parts = self.supervised(self.emb, examples)
+        else:
+            cl, parts = self.contrastive_loss(texts, gen), {"scale": self.logit_scale.exp().item()}
+        loss = (1 - self.cfg.alpha) * ntp + self.cfg.alpha * cl
+        return loss, {"ntp": ntp.item(), "cl": cl.item(), **parts}
+
+    def validate(self, examples):
+        """Held-out NTP and CL, in training-sized batches (CL's negatives are the rest of a batch), with
+        a fixed seed for the insert positions and the prefix dropout."""
+        gen, bs = torch.Generator().manual_seed(0), self.cfg.batch_size
+        sums = {"ntp": 0.0, "cl": 0.0}
+        for i in range(0, len(examples), bs):
+            batch = examples[i:i + bs]
+            texts = [x[2] if self.supervised else x[1] for x in batch]
+            sums["ntp"] += self.ntp_loss(texts, gen).item() * len(texts)
+            cl = self.supervised(self.emb, batch)[0] if self.supervised else self.contrastive_loss(texts, gen)
+            sums["cl"] += cl.item() * len(texts)
+        return {k: v / len(examples) for k, v in sums.items()}
 
 
 @torch.inference_mode()
 def perplexity(backbone, texts: list[str], max_length: int = 256) -> float:
-    """Perplexity of the shared model as it generates (adapters as they are switched on for generation)."""
+    """Perplexity of the shared model as the caller has it switched (GEM: inside `emb.generation()`)."""
     tok, total, n = backbone.tokenizer, 0.0, 0
     for t in texts:
         ids = torch.tensor([tok(t, add_special_tokens=False)["input_ids"][:max_length]], device=backbone.device)
@@ -120,15 +154,18 @@ def perplexity(backbone, texts: list[str], max_length: int = 256) -> float:
 
 
 def run(cfg: GEMTrainConfig, out: str | os.PathLike) -> Path:
-    rows = subsample(read_texts(cfg.data), cfg.max_examples, cfg.seed)
-    held, rows = [t for _, t in rows[: cfg.heldout]], rows[cfg.heldout:]
+    rows = subsample(read_pairs(cfg.pairs) if cfg.pairs else read_texts(cfg.data), cfg.max_examples, cfg.seed)
+    held, rows = [r[2] if cfg.pairs else r[1] for r in rows[: cfg.heldout]], rows[cfg.heldout:]
     report = {}
 
     def before(method, out):
-        report["perplexity_before"] = perplexity(method.backbone, held)
+        with method.emb.generation():
+            report["perplexity_before"] = perplexity(method.backbone, held)
 
     def after(method, out):
-        report["perplexity_after"] = perplexity(method.backbone, held)
+        with method.emb.generation():
+            report["perplexity_after"] = perplexity(method.backbone, held)
+        report["generate_with_adapter"] = method.emb.config.generate_with_adapter
         report["heldout_texts"] = len(held)
         (Path(out) / "generation_quality.json").write_text(json.dumps(report, indent=2) + "\n")
 

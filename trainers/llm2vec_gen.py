@@ -30,9 +30,15 @@ from safetensors.torch import save_file
 
 from embedders.llm2vec_gen import LLM2VecGenEmbedder
 from unified_rag.backbone import default_teacher_path
-from unified_rag.errors import InputError
+from unified_rag.errors import InputError, require
 
-from .common import Method, TrainConfig, load_backbone, prefix_ce, read_texts, subsample, train, write_run_info
+from .config import TrainConfig
+from .data import read_texts, subsample
+from .loop import make_accelerator, train
+from .losses import prefix_ce
+from .method import Method
+from .run import load_backbone
+from .run_info import write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +156,7 @@ def teacher_vectors(texts: list[str], cache: str | os.PathLike, teacher: str | N
     keys = [text_key(t) for t in texts]
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in have}.items())
     if missing:
-        from sentence_transformers import SentenceTransformer
+        SentenceTransformer = require("sentence_transformers", "train", "the LLM2Vec-Gen teacher").SentenceTransformer
 
         st = SentenceTransformer(teacher, device="cpu", trust_remote_code=False)
         vecs = st.encode([t for _, t in missing], batch_size=batch_size, normalize_embeddings=True,
@@ -306,8 +312,6 @@ def examples_from(responses: list[dict], vectors: torch.Tensor, eos: str) -> lis
 
 def run(cfg: LLM2VecGenTrainConfig, out: str | os.PathLike, *, progress: bool = True) -> Path:
     """The whole pipeline; every stage resumes. Returns the adapter dir."""
-    from .common import make_accelerator
-
     out = Path(out)
     acc = make_accelerator()
     backbone = load_backbone(cfg, device=acc.device)

@@ -23,3 +23,23 @@ class IndexLoadError(UnifiedRAGError):
 
 class EmbedderMismatchError(IndexLoadError):
     """A saved index was built by another backbone or embedder than the one offered."""
+
+
+class IndexLockedError(UnifiedRAGError):
+    """Another process is saving to the same index dir and did not finish within the lock timeout."""
+
+
+class MissingDependencyError(UnifiedRAGError, ImportError):
+    """An optional package is not installed; the message names the extra that brings it."""
+
+
+def require(module: str, extra: str, feature: str):
+    """Import an optional package, or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"{feature} needs the optional package {module.split('.')[0]!r}: "
+            f"pip install 'unified-rag[{extra}]'") from None

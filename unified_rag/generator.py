@@ -4,12 +4,14 @@ from __future__ import annotations
 import re
 import threading
 import warnings
-from typing import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable, Iterator
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .backbone import Backbone
+from .errors import InputError
 from .types import Hit
 
 SYSTEM_PROMPT = ("You answer questions using only the numbered sources given. Cite the sources you use "
@@ -19,7 +21,7 @@ SYSTEM_PROMPT = ("You answer questions using only the numbered sources given. Ci
 class GenerationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_new_tokens: int = 256
+    max_new_tokens: int = Field(256, ge=1)
     temperature: float = 0.0  # 0 = greedy, reproducible
     top_p: float = 0.9
     repetition_penalty: float = 1.1
@@ -31,6 +33,9 @@ class Generator:
     def __init__(self, backbone: Backbone, config: GenerationConfig | None = None):
         self.backbone = backbone
         self.config = config or GenerationConfig()
+        # Entered around every generate call: an embedder meant to generate too (GEM with
+        # generate_with_adapter) switches its adapter on for that call only. Default: the base weights.
+        self.weights: Callable[[], AbstractContextManager] = nullcontext
 
     def _encode_chat(self, messages: list[dict]) -> list[int]:
         tok = self.backbone.tokenizer
@@ -47,10 +52,17 @@ class Generator:
 
     def rag_prompt(self, question: str, hits: list[Hit], max_new_tokens: int) -> tuple[list[int], list[Hit]]:
         """Prompt ids and the sources that fit in the context, numbered [1]..[n] in rank order."""
-        budget = self.backbone.max_length - max_new_tokens - 64
+        context = self.backbone.max_length
+        budget = context - max_new_tokens - 64
+        frame = len(self._encode_chat(self._messages("", [])))
+        if budget // 2 < frame + 16:  # at least a short question and one short source beside the prompt
+            raise InputError(f"max_new_tokens={max_new_tokens} leaves no room for the question and sources in "
+                             f"the model's {context}-token context; use at most {context - 64 - 2 * (frame + 16)}")
         question, cut = self._fit(question, budget // 2)
         if cut:
-            warnings.warn("the question is longer than half the model's context and was truncated", stacklevel=3)
+            warnings.warn(f"the question is longer than half the room left in the model's {context}-token "
+                          f"context, and only its first {budget // 2} tokens were given to the generator",
+                          stacklevel=3)
         used: list[Hit] = []
         for h in hits:
             room = budget - len(self._encode_chat(self._messages(question, used))) - 8  # 8: "[n] " and breaks
@@ -74,7 +86,7 @@ class Generator:
         sample = c.temperature > 0
         kw = dict(input_ids=torch.tensor([ids], device=self.backbone.device),
                   attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.backbone.device),
-                  max_new_tokens=max_new_tokens or c.max_new_tokens, do_sample=sample,
+                  max_new_tokens=c.max_new_tokens if max_new_tokens is None else max_new_tokens, do_sample=sample,
                   repetition_penalty=c.repetition_penalty, pad_token_id=tok.pad_token_id,
                   eos_token_id=tok.eos_token_id, use_cache=True)
         if sample:
@@ -83,7 +95,8 @@ class Generator:
 
     @torch.inference_mode()
     def generate_ids(self, ids: list[int], max_new_tokens: int | None = None) -> str:
-        out = self.backbone.model.generate(**self._generate_kwargs(ids, max_new_tokens))
+        with self.weights():
+            out = self.backbone.model.generate(**self._generate_kwargs(ids, max_new_tokens))
         return self.backbone.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
 
     def stream_ids(self, ids: list[int], max_new_tokens: int | None = None) -> Iterator[str]:
@@ -95,7 +108,7 @@ class Generator:
 
         def run():
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), self.weights():  # in this thread: the switch is model state
                     self.backbone.model.generate(**kw)
             except BaseException as e:  # surfaced in the caller's thread below
                 errors.append(e)

@@ -12,7 +12,7 @@ from typing import Literal
 
 import faiss
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import IndexLoadError, InputError
 
@@ -23,11 +23,11 @@ class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["flat", "ivf", "hnsw"] = "flat"
-    nlist: int = 1024  # ivf: coarse clusters; trained on the first batch added
-    nprobe: int = 16  # ivf: clusters visited per query
-    hnsw_m: int = 32  # hnsw: neighbours per node
-    ef_construction: int = 200
-    ef_search: int = 64
+    nlist: int = Field(1024, ge=1)  # ivf: coarse clusters; trained on the first batch added
+    nprobe: int = Field(16, ge=1)  # ivf: clusters visited per query
+    hnsw_m: int = Field(32, ge=2)  # hnsw: neighbours per node
+    ef_construction: int = Field(200, ge=1)
+    ef_search: int = Field(64, ge=1)
     use_gpu: bool | None = None  # None: when faiss sees a GPU
 
 
@@ -59,6 +59,17 @@ class VectorIndex:
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        """The ids of every stored vector (int64, in storage order)."""
+        if hasattr(self.index, "id_map"):  # IndexIDMap(2): flat and hnsw
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False)
+        ivf = faiss.extract_index_ivf(self.index)  # IVF keeps the ids in its inverted lists
+        inv, out = ivf.invlists, []
+        for lst in range(ivf.nlist):
+            if n := inv.list_size(lst):
+                out.append(faiss.rev_swig_ptr(inv.get_ids(lst), n).copy())
+        return np.concatenate(out).astype(np.int64, copy=False) if out else np.empty(0, dtype=np.int64)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
+
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -41,6 +43,51 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def check_save_target(path: str | os.PathLike, what: str = "an index") -> Path:
+    """Check early, before any embedding work, that `what` (a folder) can be saved to `path`: it is not an
+    existing file, its nearest existing ancestor is a writable folder (so the missing ones can be
+    made), and no name in it is too long for the filesystem. Creates nothing; returns the path.
+    Raises InputError naming the path and the fix."""
+    p = Path(path).expanduser()
+    try:
+        os.fsencode(p)
+    except UnicodeEncodeError:
+        raise InputError(f"cannot save {what} to {str(p)!r}: it is not a valid file name") from None
+    if "\x00" in str(p):
+        raise InputError(f"cannot save {what} to {str(p)!r}: a file name cannot hold a NUL byte")
+    if not str(path).strip():
+        raise InputError(f"the path for {what} is empty: pass a folder")
+    anc = p  # the nearest existing ancestor ("." for a relative path); os.path.exists never raises
+    while not os.path.exists(anc) and anc != anc.parent:
+        anc = anc.parent
+    try:
+        name_max = os.pathconf(anc, "PC_NAME_MAX")
+        path_max = os.pathconf(anc, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    for part in p.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise InputError(f"cannot save {what} to {p}: the name {part[:40]!r}... is {len(os.fsencode(part))} "
+                             f"bytes, longer than this filesystem allows ({name_max}); use a shorter name")
+    if len(os.fsencode(os.path.abspath(p))) + 64 > path_max:  # room for the files inside the index
+        raise InputError(f"cannot save {what} to {p}: the path is too long for this filesystem "
+                         f"({path_max} bytes at most, files inside included); use a shorter path")
+    if os.path.exists(p) and not os.path.isdir(p):
+        raise InputError(f"cannot save {what} to {p}: it is an existing file, and it must be a folder: "
+                         "pass a new folder path or an existing one")
+    if os.path.islink(p) and not os.path.exists(p):
+        raise InputError(f"cannot save {what} to {p}: it is a symbolic link to a missing target; "
+                         "remove the link or pass another path")
+    if not os.path.isdir(anc):
+        raise InputError(f"cannot save {what} to {p}: {anc} is a file, so the folder cannot be created there; "
+                         "pick a path under a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        what = "the folder" if anc == p else f"{anc}, where the folder would be created,"
+        raise InputError(f"cannot save {what} to {p}: {what} is not writable; pick a writable location "
+                         "or fix its permissions")
+    return p
 
 
 def sha256_file(path: str | os.PathLike) -> str:

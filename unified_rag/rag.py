@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
-import tempfile
+import threading
 import uuid
 import warnings
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
+from filelock import FileLock, Timeout
 from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
@@ -20,18 +23,30 @@ from embedders import Embedder, load_embedder
 
 from .backbone import Backbone
 from .chunking import ChunkConfig, chunk_text
-from .errors import EmbedderMismatchError, EmptyCorpusError, IndexLoadError, InputError
+from .errors import (EmbedderMismatchError, EmptyCorpusError, IndexLoadError, IndexLockedError, InputError,
+                     ModelLoadError)
 from .generator import GenerationConfig, Generator, cited_numbers
 from .index import IndexConfig, VectorIndex
-from .io import atomic_write_json, sha256_file
+from .io import _fsync_dir, atomic_write_json, check_save_target, sha256_file
 from .readers import read_documents
+from .sparse import SparseIndex, reciprocal_rank_fusion
 from .store import DocStore
-from .types import Answer, Document, Hit
+from .types import Answer, Document, Hit, check_texts
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+RetrievalMode = Literal["dense", "sparse", "hybrid"]
+RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
 FORMAT_VERSION = 1
+LOCK = ".unified-rag.lock"  # writers (save) hold it; readers (load) never touch it
+OWNED = ".unified-rag-owned"  # written first into every folder save() makes; cleanup deletes only those
+_OWNED_TEXT = "unified-rag: made by save(); removed once manifest.json no longer names this folder\n"
+_VERSION_RE = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{6}(?:[0-9a-f]{6})?")  # 6 hex: names of unified-rag <= 0.2
+_TMP_RE = re.compile(r"\.tmp-urag-[0-9a-f]{32}")
+_MANIFEST_TMP_RE = re.compile(re.escape(MANIFEST) + r"\.[a-z0-9_]{8}\.tmp")  # atomic_write_bytes' mkstemp
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_LOAD_TRIES = 4
 
 
 def library_version() -> str:
@@ -62,6 +77,119 @@ class Manifest(BaseModel):
     created_at: str
 
 
+def manifest_version(path: Path, m: Manifest) -> str:
+    """The one version folder that holds every file the manifest names. Refuses an empty map, bad
+    checksums, and any path that is absolute, climbs out (`..`) or resolves outside that folder."""
+    where = path / MANIFEST
+    if not m.files:
+        raise IndexLoadError(f"{where} is corrupt: its files map is empty")
+    versions = set()
+    for rel, digest in m.files.items():
+        parts = PurePosixPath(rel).parts
+        if (not rel.strip() or "\\" in rel or PurePosixPath(rel).as_posix() != rel or PurePosixPath(rel).is_absolute()
+                or PureWindowsPath(rel).drive or len(parts) < 2 or any(x in ("", ".", "..") for x in parts)):
+            raise IndexLoadError(f"{where} is corrupt or unsafe: the file path {rel!r} is not inside a version "
+                                 "folder of the index")
+        if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
+            raise IndexLoadError(f"{where} is corrupt: the checksum of {rel!r} is not a sha256 hex digest")
+        versions.add(parts[0])
+    if len(versions) != 1:
+        raise IndexLoadError(f"{where} is corrupt: its files span {len(versions)} folders "
+                             f"({', '.join(sorted(versions)[:3])}); an index has one version folder")
+    version = versions.pop()
+    for needed in ("index.faiss", "store.sqlite"):
+        if f"{version}/{needed}" not in m.files:
+            raise IndexLoadError(f"{where} is corrupt: it does not list {version}/{needed}")
+    root, vdir = path.resolve(), (path / version).resolve()
+    if vdir.parent != root:
+        raise IndexLoadError(f"{where} is unsafe: {version} resolves to {vdir}, outside the index folder {root}")
+    for rel in m.files:
+        if not (path / rel).resolve().is_relative_to(vdir):
+            raise IndexLoadError(f"{where} is unsafe: {rel} resolves to {(path / rel).resolve()}, outside {vdir}")
+    return version
+
+
+def _named_version(path: Path) -> str | None:
+    """The version folder the manifest on disk names, read leniently (a newer format too); None if none."""
+    try:
+        files = json.loads((path / MANIFEST).read_text())["files"]
+        tops = {PurePosixPath(k).parts[0] for k in files}
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+    return tops.pop() if len(tops) == 1 else None
+
+
+def _owned(d: Path) -> bool:
+    """A folder save() made: a name only save() gives, and the marker inside (or nothing at all inside:
+    a save killed between mkdir and the marker)."""
+    if not (_VERSION_RE.fullmatch(d.name) or _TMP_RE.fullmatch(d.name)) or d.is_symlink() or not d.is_dir():
+        return False
+    try:
+        return (d / OWNED).is_file() or not any(d.iterdir())
+    except OSError:
+        return False
+
+
+def _remove_owned(d: Path) -> None:
+    """Delete a folder save() made, its marker last: a removal killed midway leaves it marked for the next."""
+    if not d.is_dir():
+        return
+    try:
+        for child in d.iterdir():
+            if child.name == OWNED:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        (d / OWNED).unlink(missing_ok=True)
+        d.rmdir()
+    except OSError as e:
+        log.warning("could not remove the old index folder %s: %s", d, e)
+
+
+def _collect_garbage(path: Path, keep: set[str], previous: str | None) -> None:
+    """Remove what earlier saves left: folders save() made that the manifest does not name, the folder
+    the replaced manifest named (if save() named it: also one of an older unified-rag, unmarked), and
+    manifest temp files of killed saves. Only while holding the lock."""
+    if previous and previous not in keep and _VERSION_RE.fullmatch(previous):
+        d = path / previous
+        if d.is_dir() and not d.is_symlink() and not (d / OWNED).exists():
+            try:
+                (d / OWNED).write_text(_OWNED_TEXT)  # adopt it, so that a removal killed midway is finished later
+            except OSError:
+                pass
+    for p in path.iterdir():
+        if p.name in keep:
+            continue
+        if _MANIFEST_TMP_RE.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+        elif _owned(p):
+            _remove_owned(p)
+
+
+def _config(cls: type[BaseModel], value: Any, name: str) -> BaseModel:
+    """A typed config from a config object or a dict; a bad field is an InputError naming it."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls.model_validate(value or {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(map(str, err["loc"])) or "(root)"
+        raise InputError(f"{name} config: {field}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def _names_a_path(s: str) -> bool:
+    """A one-line string that names an existing file or folder (a name too long to exist names none)."""
+    if "\n" in s or len(s) > 4096:
+        return False
+    try:
+        return os.path.exists(s)
+    except (OSError, ValueError):
+        return False
+
+
 class AnswerStream:
     """Iterate for text pieces as they are generated; `sources` is known before the first piece."""
 
@@ -84,11 +212,15 @@ class UnifiedRAG:
         if embedder.backbone is not backbone:
             raise InputError("the embedder must be built on this same Backbone: one copy of the weights")
         self.backbone, self.embedder = backbone, embedder
-        self.index_config = IndexConfig.model_validate(index or {})
-        self.chunk_config = ChunkConfig.model_validate(chunking or {})
-        self.generator = Generator(backbone, GenerationConfig.model_validate(generation or {}))
+        self.index_config = _config(IndexConfig, index, "index")
+        self.chunk_config = _config(ChunkConfig, chunking, "chunking")
+        self.generator = Generator(backbone, _config(GenerationConfig, generation, "generation"))
+        if hasattr(embedder, "generation"):  # GEM: one adapter for both, when its config says so
+            self.generator.weights = embedder.generation
         self.index = VectorIndex(embedder.dim, self.index_config)
         self.store = DocStore()
+        self.sparse, self._sparse_lock = SparseIndex(), threading.Lock()
+        self.hybrid_depth = 100  # how deep each ranking goes into the fusion
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | Backbone | None = None, *, embedder="auto",
@@ -104,11 +236,21 @@ class UnifiedRAG:
         return cls(backbone, load_embedder(embedder, backbone), **kw)
 
     # --- indexing ---------------------------------------------------------------------------
+    @staticmethod
+    def _items(items: Any, what: str) -> list:
+        """One item or an iterable of them, as a list; None and non-iterables are typed errors."""
+        if items is None:
+            raise InputError(f"{what} got None; pass a list")
+        if isinstance(items, (str, bytes, os.PathLike, Document, dict)):
+            return [items]
+        try:
+            return list(items)
+        except TypeError:
+            raise InputError(f"{what} needs a list, got {type(items).__name__}") from None
+
     def _as_documents(self, items: Iterable[Any]) -> list[Document]:
-        if isinstance(items, (str, os.PathLike, Document, dict)):
-            items = [items]
         docs, paths = [], []
-        for it in items:
+        for it in self._items(items, "add_documents()"):
             if isinstance(it, Document):
                 docs.append(it)
             elif isinstance(it, dict):
@@ -116,17 +258,16 @@ class UnifiedRAG:
                     docs.append(Document.model_validate(it))
                 except ValidationError as e:
                     raise InputError(f"bad document {str(it)[:80]!r}: {e.errors()[0]['msg']}") from None
-            elif isinstance(it, os.PathLike):
+            elif isinstance(it, os.PathLike) or (isinstance(it, str) and _names_a_path(it)):
                 paths.append(it)
             elif isinstance(it, str):
-                if not it.strip():
-                    raise InputError("empty or whitespace-only document text")
-                if "\n" not in it and len(it) < 4096 and os.path.exists(it):
-                    warnings.warn(f"{it!r} is indexed as text; pass Path({it!r}) or use add_paths() "
-                                  "to read the file", stacklevel=3)
-                docs.append(Document(text=it))
+                warnings.warn("add_documents() with plain strings that name no file is deprecated: "
+                              "they are indexed as texts for now; use add_texts() for texts",
+                              DeprecationWarning, stacklevel=3)
+                docs.extend(self._texts_as_documents([it]))
             else:
-                raise InputError(f"cannot index an object of type {type(it).__name__}")
+                raise InputError(f"cannot index an object of type {type(it).__name__}; pass paths or "
+                                 "Documents to add_documents(), strings to add_texts()")
         if paths:
             docs.extend(read_documents(paths))
         for d in docs:  # raw strings get a content hash as id, so re-adding the same text replaces it
@@ -134,10 +275,24 @@ class UnifiedRAG:
                 d.id = hashlib.sha256(d.text.encode()).hexdigest()[:16]
         return docs
 
-    def add_documents(self, docs: Iterable[Document | str | dict | os.PathLike], *, batch_size: int = 32,
+    @staticmethod
+    def _texts_as_documents(texts: list, metadata: list[dict] | None = None) -> list[Document]:
+        check_texts(texts, "add_texts() texts")
+        metadata = metadata if metadata is not None else [{}] * len(texts)
+        if len(metadata) != len(texts):
+            raise InputError(f"add_texts() got {len(texts)} texts but {len(metadata)} metadata dicts")
+        return [Document(text=t, metadata=m) for t, m in zip(texts, metadata)]
+
+    def add_texts(self, texts: Iterable[str], *, metadata: list[dict] | None = None, **kw) -> list[str]:
+        """Index raw strings. Each gets a content hash as its id, so re-adding a text replaces it."""
+        return self.add_documents(self._texts_as_documents(self._items(texts, "add_texts()"), metadata), **kw)
+
+    def add_documents(self, docs: Iterable[Document | dict | str | os.PathLike], *, batch_size: int = 32,
                       group_size: int = 1024, show_progress_bar: bool | None = None) -> list[str]:
-        """Chunk, embed and index. A doc whose id is already indexed is replaced. Strings are texts;
-        use `pathlib.Path` (or `add_paths`) for files and folders. Returns the document ids added."""
+        """Chunk, embed and index files, folders (paths as `str` or `Path`) and `Document`s. A doc whose
+        id is already indexed is replaced. Raw strings go to `add_texts`. Returns the ids added."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         docs = self._as_documents(docs)
         if not docs:
             raise EmptyCorpusError("no documents to index (empty input, or every file was skipped)")
@@ -170,13 +325,16 @@ class UnifiedRAG:
             ids = [cid for d, cs in group for cid in self.store.add(d.id, d.source, d.metadata, cs)]
             self.index.add(np.asarray(ids, dtype=np.int64), vecs)  # a failure here rolls the store back
         self.index.remove(old_ids)
+        self.sparse.invalidate()
 
     def add_paths(self, *paths: str | os.PathLike, **kw) -> list[str]:
         return self.add_documents([Path(p) for p in paths], **kw)
 
     def delete(self, doc_ids: str | list[str]) -> int:
         """Remove documents and their chunks; returns how many chunks went."""
-        doc_ids = [doc_ids] if isinstance(doc_ids, str) else list(doc_ids)
+        doc_ids = self._items(doc_ids, "delete()")
+        if not all(isinstance(d, str) for d in doc_ids):
+            raise InputError("delete() takes document ids as strings")
         missing = [d for d in doc_ids if not self.store.has(d)]
         if missing:
             raise InputError(f"unknown document ids: {missing[:10]}")
@@ -184,39 +342,84 @@ class UnifiedRAG:
         with self.store.transaction():
             self.store.delete(doc_ids)
         self.index.remove(ids)
+        self.sparse.invalidate()
         return len(ids)
 
     def __len__(self) -> int:
         return self.store.count()[0]
 
     # --- retrieval and generation -------------------------------------------------------------
-    def retrieve(self, query: str, k: int = 5) -> list[Hit]:
+    def retrieve(self, query: str, k: int = 5, mode: RetrievalMode = "dense") -> list[Hit]:
+        """The k best chunks. mode "dense": the shared backbone's embeddings in FAISS; "sparse": BM25 over
+        the same chunk store; "hybrid": reciprocal rank fusion of both, each cut at `hybrid_depth`.
+        A hit's score is the cosine (dense), the BM25 score (sparse) or the fused RRF score (hybrid)."""
+        if mode not in RETRIEVAL_MODES:
+            raise InputError(f"mode must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
         if not isinstance(query, str) or not query.strip():
-            raise InputError("the query is empty")
+            raise InputError("the query is empty" if isinstance(query, str) else
+                             f"the query must be a string, got {type(query).__name__}")
+        check_texts([query], "query")
+        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+            raise InputError(f"k must be a positive integer, got {k!r}")
         n = self.index.ntotal
         if n == 0:
             raise EmptyCorpusError("the index is empty: add documents first")
-        if not isinstance(k, int) or k <= 0:
-            raise InputError(f"k must be a positive integer, got {k!r}")
         if k > n:
             raise InputError(f"k={k} but the index holds only {n} chunks")
-        q = self.embedder.encode_queries([query], show_progress_bar=False)
-        scores, ids = self.index.search(q, k)
-        rows = {r["chunk_id"]: r for r in self.store.chunks([int(i) for i in ids[0] if i >= 0])}
+        if mode == "dense":
+            ranked = self._dense(query, k)
+        elif mode == "sparse":
+            ranked = self._sparse(query, k)
+        else:
+            depth = min(max(k, self.hybrid_depth), n)
+            fused = reciprocal_rank_fusion([[i for i, _ in self._dense(query, depth)],
+                                            [i for i, _ in self._sparse(query, depth)]])
+            ranked = fused[:k]
+        rows = {r["chunk_id"]: r for r in self.store.chunks([i for i, _ in ranked])}
         hits = []
-        for s, i in zip(scores[0], ids[0]):
-            if (r := rows.get(int(i))) is not None:
+        for i, s in ranked:
+            if (r := rows.get(i)) is not None:
                 hits.append(Hit(rank=len(hits) + 1, score=float(s), **r))
         return hits
 
-    def answer(self, query: str, k: int = 5, max_new_tokens: int = 256) -> Answer:
-        hits = self.retrieve(query, k)
+    def _dense(self, query: str, k: int) -> list[tuple[int, float]]:
+        scores, ids = self.index.search(self._encode_query(query), k)
+        return [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+
+    def _sparse(self, query: str, k: int) -> list[tuple[int, float]]:
+        with self._sparse_lock:  # built once, lazily, even when several threads search at once
+            if not self.sparse.built:
+                self.sparse.build(*self.store.chunk_texts())
+        ids, scores = self.sparse.search(query, k)
+        return [(int(i), float(s)) for i, s in zip(ids, scores)]
+
+    @staticmethod
+    def _check_max_new_tokens(max_new_tokens: Any) -> None:
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+
+    def _encode_query(self, query: str) -> np.ndarray:
+        """The query vector; a query longer than the embedder takes is cut, and the warning says so."""
+        if not isinstance(self.embedder, Embedder):  # an outside embedder (benchmarks' baselines)
+            return self.embedder.encode_queries([query], show_progress_bar=False)
+        budget = self.embedder.text_budget(self.embedder.config.query_instruction)
+        n_tokens = len(self.backbone.tokenizer(query, add_special_tokens=False)["input_ids"])
+        if n_tokens > budget:
+            warnings.warn(f"the query is {n_tokens} tokens long; only its first {budget} tokens were used "
+                          "to search", stacklevel=3)
+        return self.embedder.encode_queries([query], show_progress_bar=False, warn_truncation=False)
+
+    def answer(self, query: str, k: int = 5, max_new_tokens: int = 256, mode: RetrievalMode = "dense") -> Answer:
+        self._check_max_new_tokens(max_new_tokens)
+        hits = self.retrieve(query, k, mode)
         ids, used = self.generator.rag_prompt(query, hits, max_new_tokens)
         text = self.generator.generate_ids(ids, max_new_tokens)
         return Answer(text=text, sources=used, cited=cited_numbers(text, len(used)))
 
-    def stream_answer(self, query: str, k: int = 5, max_new_tokens: int = 256) -> AnswerStream:
-        hits = self.retrieve(query, k)
+    def stream_answer(self, query: str, k: int = 5, max_new_tokens: int = 256,
+                      mode: RetrievalMode = "dense") -> AnswerStream:
+        self._check_max_new_tokens(max_new_tokens)
+        hits = self.retrieve(query, k, mode)
         ids, used = self.generator.rag_prompt(query, hits, max_new_tokens)
         return AnswerStream(self.generator.stream_ids(ids, max_new_tokens), used)
 
@@ -228,25 +431,51 @@ class UnifiedRAG:
                     index=self.index_config.kind, device=str(self.backbone.device),
                     dtype=str(self.backbone.dtype).removeprefix("torch."))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write a new version beside the old one, then swap the manifest atomically: a save killed
-        at any point leaves the previous index loadable."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        version = f"v-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path))
+    def save(self, path: str | os.PathLike, *, lock_timeout: float | None = 60.0) -> Path:
+        """Write a new version folder beside the old one, then swap the manifest atomically: a save
+        killed at any point leaves the old or the new index loadable. Writers hold an inter-process
+        lock on the folder: a second one waits up to `lock_timeout` seconds (None: for ever), then
+        raises IndexLockedError. Readers (load) never wait. Cleanup removes only what save() made."""
+        path = check_save_target(path)
         try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create the index folder {path}: {e.strerror or e}") from None
+        lock = FileLock(str(path / LOCK), timeout=-1 if lock_timeout is None else max(float(lock_timeout), 0.0))
+        try:
+            lock.acquire()
+        except Timeout:
+            raise IndexLockedError(
+                f"{path} is being saved by another process (it holds {path / LOCK}); gave up after {lock_timeout} s. "
+                "Wait for that save to finish, or pass a larger lock_timeout") from None
+        try:
+            self._save_locked(path)
+        finally:
+            lock.release()
+        return path
+
+    def _save_locked(self, path: Path) -> None:
+        previous = _named_version(path)
+        version = f"v-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+        tmp = path / f".tmp-urag-{uuid.uuid4().hex}"
+        tmp.mkdir(mode=0o777)  # the umask applies, as to any folder (mkdtemp would give 0700)
+        try:
+            (tmp / OWNED).write_text(_OWNED_TEXT)  # first, so that cleanup knows the folder is ours
             self.index.save(tmp / "index.faiss")
             self.store.save_to(tmp / "store.sqlite")
             self.embedder.save_pretrained(tmp / "embedder")
-            files = {f"{version}/{p.relative_to(tmp)}": sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-            for p in tmp.rglob("*"):
-                if p.is_file():
+            files = {}
+            for p in sorted(tmp.rglob("*")):
+                if p.is_file() and p != tmp / OWNED:
                     with open(p, "rb") as f:
                         os.fsync(f.fileno())
+                    files[f"{version}/{p.relative_to(tmp).as_posix()}"] = sha256_file(p)
+            for d in [*(p for p in tmp.rglob("*") if p.is_dir()), tmp]:
+                _fsync_dir(d)
             os.replace(tmp, path / version)
+            _fsync_dir(path)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_owned(tmp)
             raise
         n_docs, n_chunks = self.store.count()
         manifest = Manifest(format_version=FORMAT_VERSION, library_version=library_version(),
@@ -257,10 +486,8 @@ class UnifiedRAG:
                             chunking=self.chunk_config, n_documents=n_docs, n_chunks=n_chunks, files=files,
                             created_at=datetime.now(timezone.utc).isoformat())
         atomic_write_json(path / MANIFEST, manifest.model_dump(mode="json"))
-        for old in path.iterdir():  # only now is the old version garbage
-            if old.is_dir() and old.name != version and (old.name.startswith("v-") or old.name.startswith(".tmp-")):
-                shutil.rmtree(old, ignore_errors=True)
-        return path
+        # Only now is the old version garbage; never delete what the manifest on disk names.
+        _collect_garbage(path, {version, _named_version(path) or version}, previous)
 
     @staticmethod
     def read_manifest(path: str | os.PathLike) -> Manifest:
@@ -275,28 +502,54 @@ class UnifiedRAG:
             raise IndexLoadError(f"{path / MANIFEST} is corrupt: {str(e).splitlines()[0]}") from None
         if m.format_version > FORMAT_VERSION:
             raise IndexLoadError(f"{path} was written by a newer unified-rag ({m.library_version}); upgrade")
+        manifest_version(path, m)
         return m
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, model: Backbone | str | None = None, embedder=None,
              device="auto", dtype="auto", generation: GenerationConfig | dict | None = None) -> UnifiedRAG:
         """Load a saved index. By default the backbone and embedder recorded in it are rebuilt; pass
-        your own to share weights already in memory, and a mismatch is refused, naming both sides."""
+        your own to share weights already in memory, and a mismatch is refused, naming both sides.
+        Takes no lock: if a concurrent save() replaces the version being read, the new one is read."""
         path = Path(path)
         m = cls.read_manifest(path)
-        for rel, digest in m.files.items():
-            f = path / rel
-            if not f.is_file():
-                raise IndexLoadError(f"{path} is incomplete: {rel} is missing")
-            if sha256_file(f) != digest:
-                raise IndexLoadError(f"{path} is corrupt or truncated: {rel} does not match its checksum")
-        version = Path(next(iter(m.files))).parts[0]
-        if isinstance(embedder, Embedder):
-            backbone = embedder.backbone
-        elif isinstance(model, Backbone):
-            backbone = model
-        else:
-            backbone = Backbone.from_pretrained(model or m.backbone, device=device, dtype=dtype)
+        backbone = None
+        for attempt in range(_LOAD_TRIES):
+            try:
+                version = manifest_version(path, m)
+                for rel, digest in m.files.items():
+                    f = path / rel
+                    if not f.is_file():
+                        raise IndexLoadError(f"{path} is incomplete: {rel} is missing")
+                    try:
+                        ok = sha256_file(f) == digest
+                    except OSError as e:
+                        raise IndexLoadError(f"{path}: cannot read {rel}: {e.strerror or e}") from None
+                    if not ok:
+                        raise IndexLoadError(f"{path} is corrupt or truncated: {rel} does not match its checksum")
+                if backbone is None:
+                    if isinstance(embedder, Embedder):
+                        backbone = embedder.backbone
+                    elif isinstance(model, Backbone):
+                        backbone = model
+                    else:
+                        backbone = Backbone.from_pretrained(model or m.backbone, device=device, dtype=dtype)
+                return cls._load_version(path, m, version, backbone, embedder, generation)
+            except EmbedderMismatchError:
+                raise
+            except (IndexLoadError, ModelLoadError):
+                try:  # a writer swapped the manifest and removed the version we were reading?
+                    newer = cls.read_manifest(path)
+                except IndexLoadError:
+                    newer = m
+                if newer == m or attempt == _LOAD_TRIES - 1:
+                    raise
+                m = newer
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load_version(cls, path: Path, m: Manifest, version: str, backbone: Backbone, embedder,
+                      generation: GenerationConfig | dict | None) -> UnifiedRAG:
         if backbone.fingerprint != m.backbone_fingerprint:
             raise EmbedderMismatchError(
                 f"{path} was built with backbone {m.backbone} ({m.backbone_fingerprint}); "
@@ -304,7 +557,7 @@ class UnifiedRAG:
         dtype_now = str(backbone.dtype).removeprefix("torch.")
         if m.backbone_dtype and m.backbone_dtype != dtype_now:  # same weights, slightly different vectors
             warnings.warn(f"{path} was embedded in {m.backbone_dtype}, the backbone now runs in {dtype_now}; "
-                          "scores shift slightly. Re-index, or load with dtype=" + repr(m.backbone_dtype), stacklevel=2)
+                          "scores shift slightly. Re-index, or load with dtype=" + repr(m.backbone_dtype), stacklevel=3)
         emb = load_embedder(embedder if embedder is not None else path / version / "embedder", backbone)
         if emb.fingerprint != m.adapter_hash or emb.dim != m.embedder_dim:
             raise EmbedderMismatchError(
@@ -317,6 +570,12 @@ class UnifiedRAG:
         if (n_docs, n_chunks) != (m.n_documents, m.n_chunks) or rag.index.ntotal != n_chunks:
             raise IndexLoadError(f"{path} is inconsistent: manifest {m.n_documents} docs/{m.n_chunks} chunks, "
                                  f"store {n_docs}/{n_chunks}, index {rag.index.ntotal} vectors")
+        faiss_ids, store_ids = np.sort(rag.index.ids()), np.asarray(rag.store.all_chunk_ids(), dtype=np.int64)
+        if not np.array_equal(faiss_ids, store_ids):
+            lost, stray = np.setdiff1d(store_ids, faiss_ids), np.setdiff1d(faiss_ids, store_ids)
+            raise IndexLoadError(f"{path} is inconsistent: {len(lost)} chunks of the store have no vector "
+                                 f"(e.g. {lost[:3].tolist()}), {len(stray)} vectors have no chunk "
+                                 f"(e.g. {stray[:3].tolist()}); rebuild the index")
         return rag
 
     def __repr__(self) -> str:

@@ -1,13 +1,17 @@
 """Read documents from paths: .txt, .md and .jsonl (a BEIR `corpus.jsonl` too).
 
-Binary and undecodable files are skipped with one warning that lists them; bad JSONL lines are
-reported with their line numbers. A missing path is a user mistake and raises.
+Binary and undecodable files, non-regular files (FIFOs, devices: refused before they are opened,
+so a named pipe never blocks) and files the OS will not read are skipped with one warning that lists
+them. A JSONL line that cannot be parsed, for any reason, is one reported line, never a failed add.
+A missing path is a user mistake and raises.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -21,16 +25,42 @@ TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 SUFFIXES = TEXT_SUFFIXES | {".jsonl"}
 
 
-def _files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def _kind(p: Path) -> str:
+    """'dir', 'file', 'missing' or 'other' (FIFO, socket, device), from one stat that never opens it."""
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:  # a name too long, a loop of links, no permission
+        if e.errno in (errno.ENAMETOOLONG, errno.ENOTDIR):
+            return "missing"
+        raise InputError(f"cannot read {str(p)[:200]}: {e.strerror}") from None
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def _files(paths: Iterable[str | os.PathLike], skipped: list[str]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
-        if not p.exists():
-            raise InputError(f"path not found: {p}")
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
-                              and not any(part.startswith(".") for part in f.relative_to(p).parts)))
-        else:
+        kind = _kind(p)
+        if kind == "missing":
+            raise InputError(f"path not found: {str(p)[:200]}")
+        if kind == "other":
+            skipped.append(f"{p} (not a regular file)")
+        elif kind == "file":
             out.append(p)
+        else:
+            try:
+                found = sorted(f for f in p.rglob("*") if f.suffix.lower() in SUFFIXES
+                               and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            except OSError as e:
+                skipped.append(f"{p} (cannot list: {e.strerror})")
+                continue
+            for f in found:
+                k = _kind(f) if f.exists() else "missing"
+                if k == "file":
+                    out.append(f)
+                elif k == "other":
+                    skipped.append(f"{f} (not a regular file)")
     return out
 
 
@@ -58,7 +88,7 @@ def _jsonl_documents(path: Path, text: str, bad: list[str]) -> list[Document]:
             docs.append(Document(text=f"{title}\n{body}" if title and body else (body or title),
                                  id=str(doc_id) if doc_id is not None else f"{path}:{n}",
                                  metadata=meta, source=str(path)))
-        except (json.JSONDecodeError, AttributeError, ValueError) as e:
+        except (ValueError, AttributeError, TypeError, RecursionError) as e:  # any unparseable line
             bad.append(f"{path}:{n} ({type(e).__name__})")
     return docs
 
@@ -67,11 +97,15 @@ def read_documents(paths: Iterable[str | os.PathLike]) -> list[Document]:
     docs: list[Document] = []
     skipped: list[str] = []
     bad_lines: list[str] = []
-    for f in _files(paths):
+    for f in _files(paths, skipped):
         if f.suffix.lower() not in SUFFIXES:
             skipped.append(f"{f} (unsupported type; use .txt, .md or .jsonl)")
             continue
-        text = _decode(f.read_bytes())
+        try:
+            text = _decode(f.read_bytes())
+        except OSError as e:
+            skipped.append(f"{f} (cannot read: {e.strerror})")
+            continue
         if text is None:
             skipped.append(f"{f} (binary or not UTF-8)")
         elif not text.strip():

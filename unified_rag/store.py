@@ -73,6 +73,11 @@ class DocStore:
     def all_chunk_ids(self) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT chunk_id FROM chunks ORDER BY chunk_id")]
 
+    def chunk_texts(self) -> tuple[list[int], list[str]]:
+        """Every chunk's id and text, in id order (what the sparse index is built from)."""
+        rows = self.conn.execute("SELECT chunk_id, text FROM chunks ORDER BY chunk_id").fetchall()
+        return [r[0] for r in rows], [r[1] for r in rows]
+
     def count(self) -> tuple[int, int]:
         """(documents, chunks)."""
         return (self.conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0],

@@ -6,6 +6,32 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """True when `text` cannot be written as UTF-8 (a lone surrogate, e.g. from a broken JSON escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_texts(texts: list, what: str = "texts") -> None:
+    """Every item a non-blank, UTF-8-encodable str; an InputError naming the positions otherwise."""
+    from .errors import InputError
+
+    kinds = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if kinds:
+        raise InputError(f"{what} at positions {kinds[:10]} are not strings "
+                         f"(got {type(texts[kinds[0]]).__name__})")
+    blank = [i for i, t in enumerate(texts) if not t.strip()]
+    if blank:
+        raise InputError(f"{what} at positions {blank[:10]} are empty or whitespace-only")
+    broken = [i for i, t in enumerate(texts) if has_lone_surrogate(t)]
+    if broken:
+        raise InputError(f"{what} at positions {broken[:10]} hold a lone surrogate (invalid Unicode); "
+                         "decode the source as UTF-8 with errors='replace' first")
+
+
 class Document(BaseModel):
     text: str
     id: str | None = None  # derived from the source or a counter when absent
@@ -17,6 +43,8 @@ class Document(BaseModel):
     def _not_blank(cls, v: str) -> str:
         if not v or not v.strip():
             raise ValueError("document text is empty or whitespace-only")
+        if has_lone_surrogate(v):
+            raise ValueError("document text holds a lone surrogate (invalid Unicode)")
         return v
 
 

@@ -3,16 +3,22 @@
     rag = UnifiedRAG.from_pretrained()
     Settings.embed_model = UnifiedRAGEmbedding.from_rag(rag)
     Settings.llm = UnifiedRAGLLM.from_rag(rag)
+    retriever = UnifiedRAGRetriever(rag, k=5, mode="hybrid")   # this library's own index, as a retriever
 """
 from __future__ import annotations
 
 from typing import Any
 
-from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata
-from llama_index.core.bridge.pydantic import PrivateAttr
-from llama_index.core.embeddings import BaseEmbedding
-from llama_index.core.llms import CustomLLM
-from llama_index.core.llms.callbacks import llm_completion_callback
+from unified_rag.errors import require
+
+require("llama_index.core", "llama-index", "the LlamaIndex integration")
+from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata  # noqa: E402
+from llama_index.core.bridge.pydantic import PrivateAttr  # noqa: E402
+from llama_index.core.embeddings import BaseEmbedding  # noqa: E402
+from llama_index.core.llms import CustomLLM  # noqa: E402
+from llama_index.core.llms.callbacks import llm_completion_callback  # noqa: E402
+from llama_index.core.retrievers import BaseRetriever  # noqa: E402
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
 from embedders import Embedder, load_embedder
 from unified_rag.backbone import Backbone
@@ -113,3 +119,23 @@ class UnifiedRAGLLM(CustomLLM):
                 yield CompletionResponse(text=text, delta=delta)
 
         return gen()
+
+
+class UnifiedRAGRetriever(BaseRetriever):
+    """A llama-index retriever over a UnifiedRAG index, in any of its modes (dense, sparse, hybrid)."""
+
+    def __init__(self, rag, k: int = 5, mode: str = "dense", **kw: Any):
+        from unified_rag.rag import RETRIEVAL_MODES
+
+        if mode not in RETRIEVAL_MODES:
+            from unified_rag.errors import InputError
+
+            raise InputError(f"mode must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
+        super().__init__(**kw)
+        self._rag, self._k, self._mode = rag, k, mode
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        hits = self._rag.retrieve(query_bundle.query_str, k=min(self._k, self._rag.index.ntotal), mode=self._mode)
+        return [NodeWithScore(node=TextNode(text=h.text, id_=f"{h.doc_id}#{h.chunk_index}",
+                                            metadata={"doc_id": h.doc_id, "source": h.source, **h.metadata}),
+                              score=h.score) for h in hits]

@@ -1,0 +1,327 @@
+"""Index saves never lose an index: SIGKILL at any point, two writers at once, a held lock, cleanup
+that touches only what save() made, and manifests that cannot point outside their version folder."""
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import CORPUS, ROOT
+from unified_rag import (IndexLoadError, IndexLockedError, InputError, UnifiedRAG,
+                         UnifiedRAGError)
+from unified_rag.io import check_save_target
+from unified_rag.rag import LOCK, MANIFEST, OWNED
+
+WORKER = ROOT / "tests" / "scripts" / "save_worker.py"
+
+
+def state(rag: UnifiedRAG) -> dict:
+    return {"docs": sorted(r[0] for r in rag.store.conn.execute("SELECT doc_id FROM documents")),
+            "chunks": rag.store.all_chunk_ids()}
+
+
+def versions(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir())
+
+
+def leftovers(path: Path) -> list[str]:
+    """Anything in an index folder besides the manifest, the lock file and the version the manifest names."""
+    named = {k.split("/")[0] for k in json.loads((path / MANIFEST).read_text())["files"]}
+    return sorted(p.name for p in path.iterdir() if p.name not in {MANIFEST, LOCK, *named})
+
+
+# --- the forked writers ------------------------------------------------------------------------------
+class Worker:
+    """tests/scripts/save_worker.py: one Python with the tiny model, forking a child per trial."""
+
+    def __init__(self):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen([sys.executable, str(WORKER)], cwd=ROOT, env=env, bufsize=0,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.buf = b""
+        self.hello = self.read(timeout=120)
+
+    def read(self, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError("the save worker did not answer")
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                raise EOFError(f"the save worker died (exit {self.proc.wait()})")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write((line + "\n").encode())
+
+    def close(self) -> None:
+        try:
+            self.send("quit")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def worker():
+    w = Worker()
+    yield w
+    w.close()
+
+
+def test_sigkill_at_random_points_leaves_the_old_or_the_new_index(worker, tmp_path, tiny_backbone):
+    a, b, save_s = worker.hello["A"], worker.hello["B"], worker.hello["save_s"]
+    path = tmp_path / "idx"
+    worker.send(f"init {path}")
+    assert worker.read() == {"ok": True}
+    rng = random.Random(1234)
+    on_disk, seen = a, []
+    for _ in range(24):
+        # The child saves B, A, B, ... and reports each save: let k of them finish, then kill it at a
+        # random point of the next one (or of the fork and the first save, for k = 0).
+        worker.send(f"loop {path}")
+        k, pid, saved = rng.randrange(3), None, 0
+        while pid is None or saved < k:
+            msg = worker.read()
+            pid, saved = msg.get("pid", pid), msg.get("saved", saved)
+        time.sleep(rng.uniform(0, 2 * save_s))
+        os.kill(pid, signal.SIGKILL)
+        while "status" not in (msg := worker.read()):
+            saved = msg["saved"]
+        assert os.WIFSIGNALED(msg["status"]) and os.WTERMSIG(msg["status"]) == signal.SIGKILL
+        after = [on_disk, b, a, b, a, b, a][saved:saved + 2]  # what `saved` saves left, and what the next writes
+        got = state(UnifiedRAG.load(path, model=tiny_backbone))
+        assert got in after, (saved, got)
+        seen.append("A" if got == a else "B")
+        on_disk = got
+    assert set(seen) == {"A", "B"}, seen
+    worker.send(f"init {path}")  # a save after all that leaves one version and nothing else
+    assert worker.read() == {"ok": True}
+    assert len(versions(path)) == 1 and leftovers(path) == []
+
+
+def test_two_writers_at_once_leave_one_consistent_index(worker, tmp_path, tiny_backbone):
+    a, b = worker.hello["A"], worker.hello["B"]
+    for trial in range(5):
+        path = tmp_path / f"idx{trial}"
+        if trial % 2:
+            worker.send(f"init {path}")  # also racing over an existing index
+            assert worker.read() == {"ok": True}
+        worker.send(f"race {path}")
+        assert worker.read(timeout=120) == {"codes": [0, 0]}  # the second writer waited, no one failed
+        assert state(UnifiedRAG.load(path, model=tiny_backbone)) in (a, b)
+        assert len(versions(path)) == 1 and leftovers(path) == []
+
+
+# --- the lock --------------------------------------------------------------------------------------
+def test_a_held_lock_makes_save_raise_after_the_timeout(rag, tmp_path, tiny_backbone):
+    path = tmp_path / "idx"
+    rag.save(path)
+    holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time\n"
+                               "lock = filelock.FileLock(sys.argv[1]); lock.acquire()\n"
+                               "print('locked', flush=True); time.sleep(120)", str(path / LOCK)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        with pytest.raises(IndexLockedError, match="lock_timeout") as e:
+            rag.save(path, lock_timeout=0.5)
+        assert 0.4 < time.monotonic() - t0 < 10 and str(path) in str(e.value)
+        assert isinstance(e.value, UnifiedRAGError)
+        assert len(UnifiedRAG.load(path, model=tiny_backbone)) == len(CORPUS)  # readers never wait
+    finally:
+        holder.kill()
+        holder.wait()
+    rag.delete("d0")
+    rag.save(path, lock_timeout=5)  # a dead holder's lock is gone with it
+    assert len(UnifiedRAG.load(path, model=tiny_backbone)) == len(CORPUS) - 1
+
+
+# --- cleanup -----------------------------------------------------------------------------------------
+def test_cleanup_keeps_the_users_folders(rag, tmp_path, tiny_backbone):
+    out = tmp_path / "out"
+    for name in ("v-1.0-release", ".tmp-mine", "v-20240101T000000-0123456789ab"):  # the last: our pattern, no marker
+        (out / name).mkdir(parents=True)
+        (out / name / "keep.txt").write_text("mine")
+    (out / "manifest.json.bak.tmp").write_text("mine")  # not the 8 characters of mkstemp
+    rag.save(out)
+    rag.delete("d1")
+    rag.save(out)
+    for name in ("v-1.0-release", ".tmp-mine", "v-20240101T000000-0123456789ab"):
+        assert (out / name / "keep.txt").read_text() == "mine"
+    assert (out / "manifest.json.bak.tmp").exists()
+    assert len(UnifiedRAG.load(out, model=tiny_backbone)) == len(CORPUS) - 1
+
+
+def test_leftovers_of_killed_saves_are_removed(rag, tmp_path):
+    path = tmp_path / "idx"
+    rag.save(path)
+    old = versions(path)[0]
+    stray = ["manifest.json.abc12345.tmp", "manifest.json.k_9zz0aa.tmp"]
+    for name in stray:
+        (path / name).write_text("{half a manifest")
+    dead_tmp = path / (".tmp-urag-" + "0" * 32)  # a save killed while writing its files
+    (dead_tmp / "embedder").mkdir(parents=True)
+    (dead_tmp / OWNED).write_text("x")
+    (dead_tmp / "index.faiss").write_bytes(b"\0" * 10)
+    (path / (".tmp-urag-" + "1" * 32)).mkdir()  # killed between mkdir and the marker
+    dead_version = path / "v-20240101T000000-aaaaaaaaaaaa"  # renamed into place, manifest not yet swapped
+    dead_version.mkdir()
+    (dead_version / OWNED).write_text("x")
+    rag.save(path)
+    assert len(versions(path)) == 1 and versions(path)[0] != old and leftovers(path) == []
+
+
+def test_an_index_of_an_older_unified_rag_is_cleaned_on_save(rag, tmp_path, tiny_backbone):
+    """Version folders of unified-rag <= 0.2 carry no marker: the one the manifest named goes on the next save."""
+    path = tmp_path / "idx"
+    rag.save(path)
+    new = versions(path)[0]
+    legacy = "v-20240101T000000-abcdef"
+    (path / new / OWNED).unlink()
+    (path / new).rename(path / legacy)
+    m = json.loads((path / MANIFEST).read_text())
+    m["files"] = {legacy + k[len(new):]: v for k, v in m["files"].items()}
+    (path / MANIFEST).write_text(json.dumps(m))
+    assert len(UnifiedRAG.load(path, model=tiny_backbone)) == len(CORPUS)
+    rag.save(path)
+    assert legacy not in versions(path) and len(versions(path)) == 1 and leftovers(path) == []
+
+
+def test_version_folders_get_the_umask(rag, tmp_path):
+    for umask, want in ((0o022, 0o755), (0o027, 0o750)):
+        old = os.umask(umask)
+        try:
+            rag.save(tmp_path / f"idx{umask}")
+        finally:
+            os.umask(old)
+        v = tmp_path / f"idx{umask}" / versions(tmp_path / f"idx{umask}")[0]
+        assert (v.stat().st_mode & 0o777, (v / "embedder").stat().st_mode & 0o777) == (want, want)
+        assert (v / "index.faiss").stat().st_mode & 0o777 == want & 0o666
+
+
+# --- what load accepts ---------------------------------------------------------------------------------
+def _rewrite_files(path: Path, fn) -> None:
+    m = json.loads((path / MANIFEST).read_text())
+    m["files"] = fn(m["files"])
+    (path / MANIFEST).write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("bad", ["../outside.txt", "{v}/../../outside.txt", "/etc/hostname", "{v}/../{v}/x",
+                                 "{v}", "./{v}/x", "other/x", "{v}\\..\\x"])
+def test_manifest_paths_must_stay_in_one_version_folder(rag, tmp_path, tiny_backbone, bad):
+    path = tmp_path / "idx"
+    rag.save(path)
+    (tmp_path / "outside.txt").write_text("secret")
+    v = versions(path)[0]
+    _rewrite_files(path, lambda f: {**f, bad.format(v=v): "0" * 64})
+    with pytest.raises(IndexLoadError):
+        UnifiedRAG.read_manifest(path)
+    with pytest.raises(IndexLoadError):
+        UnifiedRAG.load(path, model=tiny_backbone)
+
+
+def test_a_symlink_out_of_the_version_folder_is_refused(rag, tmp_path, tiny_backbone):
+    path = tmp_path / "idx"
+    rag.save(path)
+    v = versions(path)[0]
+    (tmp_path / "outside.txt").write_text("secret")
+    (path / v / "link.txt").symlink_to(tmp_path / "outside.txt")
+    _rewrite_files(path, lambda f: {**f, f"{v}/link.txt": "0" * 64})
+    with pytest.raises(IndexLoadError, match="outside"):
+        UnifiedRAG.load(path, model=tiny_backbone)
+
+
+@pytest.mark.parametrize("files", [{}, [], "x", {"{v}/index.faiss": "not-a-sha256"},
+                                   {"{v}/embedder/config.json": "0" * 64}])
+def test_an_empty_or_malformed_files_map_is_refused(rag, tmp_path, tiny_backbone, files):
+    path = tmp_path / "idx"
+    rag.save(path)
+    v = versions(path)[0]
+    _rewrite_files(path, lambda f: {k.format(v=v): d for k, d in files.items()} if isinstance(files, dict) else files)
+    with pytest.raises(IndexLoadError):
+        UnifiedRAG.load(path, model=tiny_backbone)
+
+
+def test_index_ids_must_equal_store_ids(rag, tmp_path, tiny_backbone):
+    cid = rag.store.chunk_ids(["d2"])[0]
+    vec = rag.index.index.reconstruct(cid)  # flat IDMap2: reconstruct by id
+    rag.index.remove([cid])
+    rag.index.add(np.array([10_000], dtype=np.int64), vec[None])  # same count, other id
+    rag.save(tmp_path / "idx")
+    with pytest.raises(IndexLoadError, match="no vector"):
+        UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone)
+
+
+def test_load_reads_the_new_version_when_a_save_removes_the_one_being_read(rag, tmp_path, tiny_backbone,
+                                                                           monkeypatch):
+    path = tmp_path / "idx"
+    rag.save(path)
+    rag.delete("d5")
+    from unified_rag.index import VectorIndex
+
+    orig, calls = VectorIndex.load.__func__, []
+
+    def racing(cls, *a, **k):
+        if not calls:
+            calls.append(1)
+            rag.save(path)  # a writer commits and removes the version this load had chosen
+        return orig(cls, *a, **k)
+    monkeypatch.setattr(VectorIndex, "load", classmethod(racing))
+    assert len(UnifiedRAG.load(path, model=tiny_backbone)) == len(CORPUS) - 1
+
+
+# --- the early check of a save target ------------------------------------------------------------------
+def test_check_save_target(tmp_path, rag):
+    assert check_save_target(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # it creates nothing
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(InputError, match="existing file") as e:
+        check_save_target(tmp_path / "file.txt")
+    assert str(tmp_path / "file.txt") in str(e.value)
+    with pytest.raises(InputError, match="is a file"):
+        check_save_target(tmp_path / "file.txt" / "idx")
+    with pytest.raises(InputError, match="shorter name"):
+        check_save_target(tmp_path / ("x" * 300))
+    with pytest.raises(InputError, match="existing file"):
+        rag.save(tmp_path / "file.txt")  # save checks first
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_check_save_target_unwritable(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    with pytest.raises(InputError, match="not writable"):
+        check_save_target(ro / "idx")
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_vector_index_ids_for_every_kind(kind, tmp_path):
+    from unified_rag.index import IndexConfig, VectorIndex
+
+    idx = VectorIndex(8, IndexConfig(kind=kind, nlist=2))
+    vecs = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
+    idx.add(np.arange(100, 140), vecs)
+    idx.remove([105, 107])
+    want = sorted(set(range(100, 140)) - {105, 107})
+    assert sorted(idx.ids().tolist()) == want
+    idx.save(tmp_path / "i.faiss")
+    assert sorted(VectorIndex.load(tmp_path / "i.faiss", 8, idx.config).ids().tolist()) == want
+
+
+@pytest.mark.parametrize("name", ["bad\x00name", "bad\ud800name"])
+def test_check_save_target_refuses_invalid_names(tmp_path, name):
+    with pytest.raises(InputError, match="not a valid file name|NUL byte"):
+        check_save_target(tmp_path / name)

@@ -1,0 +1,137 @@
+"""The supervised contrastive stage on real (query, positive[, negative]) pairs, written once.
+
+LLM2Vec's supervised stage, GEM's contrastive term with real positives and BiRecon's stage two all
+train this way. Queries carry the embedder's query instruction, passages its document instruction
+(the papers' asymmetric prompts), and
+
+    L = InfoNCE(q, [p ; n], scale = 1/temperature)  +  λ · (1 − cos(W · student(x), teacher(x)))
+
+- InfoNCE uses in-batch negatives: every other row's positive, plus every hard negative in the
+  batch. A column whose text equals the row's own positive is dropped from that row's negatives, so
+  a duplicate positive (two questions on one passage) is never pushed away from itself.
+- Hard negatives come from the file (`negative`), or are mined once from the pair pool by BM25: the
+  highest-ranked other positive for each query (`hard_negatives="bm25"`). Mining by the current
+  model is not offered: it would change as the model trains and break exact resume.
+- The temperature is fixed, or learned (`learn_temperature`, clamped to [0.01, 1]).
+- Distillation (λ = `distill_weight` > 0) pulls a trained linear map W of the student's embedding
+  of each *input* text, query and passage alike, towards the offline teacher's embedding of that
+  same text. LLM2Vec-Gen aligns instead to teacher(the backbone's own *answer*), which makes the
+  student embed what it would say; that target is capped by the quality of the 135M model's answers
+  (docs/training.md). teacher(input) has no such cap. It only asks the student to keep the teacher's
+  geometry of the text itself. W is the trainer's: it is not part of the shipped embedder.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field
+
+from .losses import cosine_distill, info_nce
+
+
+class ContrastiveOptions(BaseModel):
+    """Fields a method's config gains when it has a supervised stage."""
+    pairs: list[Path] = []  # .jsonl[.gz] {query, positive[, negative]}, .tsv id<TAB>query<TAB>passage, BEIR dirs
+    temperature: float = Field(0.05, gt=0)
+    learn_temperature: bool = False
+    hard_negatives: Literal["none", "file", "bm25"] = "file"  # "file": use a pair's own negative when it has one
+    distill_weight: float = Field(0.0, ge=0)
+    teacher: str | None = None  # sentence-transformers dir or id; None = the offline all-MiniLM-L6-v2
+    query_max_length: int = Field(64, ge=8)
+    passage_max_length: int = Field(256, ge=8)
+
+
+def mine_bm25_negatives(rows: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    """Each pair gets the positive of another pair that BM25 ranks highest for its query (and whose
+    text differs from its own positive). Deterministic: a resumed run mines the same negatives."""
+    import bm25s
+
+    passages = sorted({r[2] for r in rows})
+    retriever = bm25s.BM25(k1=0.9, b=0.4)
+    retriever.index(bm25s.tokenize(passages, stopwords="en", show_progress=False), show_progress=False)
+    k = min(4, len(passages))
+    hits, _ = retriever.retrieve(bm25s.tokenize([r[1] for r in rows], stopwords="en", show_progress=False),
+                                 k=k, show_progress=False)
+    out = []
+    for row, ranked in zip(rows, hits.tolist()):
+        neg = next((passages[j] for j in ranked if passages[j] != row[2]), "")
+        out.append((row[0], row[1], row[2], neg))
+    return out
+
+
+class Teacher:
+    """The offline teacher, frozen, on the CPU: a separate small model used only while training."""
+
+    def __init__(self, name: str | None = None):
+        from unified_rag.backbone import default_teacher_path
+        from unified_rag.errors import require
+
+        SentenceTransformer = require("sentence_transformers", "train", "the distillation teacher").SentenceTransformer
+
+        self.model = SentenceTransformer(name or str(default_teacher_path()), device="cpu", trust_remote_code=False)
+        self.dim = self.model.get_embedding_dimension()
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):  # the teacher's own precision, whatever the student's
+            return self.model.encode(texts, convert_to_tensor=True, normalize_embeddings=True,
+                                     batch_size=64, show_progress_bar=False).float()
+
+
+class ContrastiveStage(torch.nn.Module):
+    """The loss of one supervised step. A submodule of the Method, so its temperature and distillation
+    map are trained and checkpointed with the rest."""
+
+    def __init__(self, embedder, opts: ContrastiveOptions):
+        super().__init__()
+        self.opts = opts
+        log_scale = torch.tensor(math.log(1.0 / opts.temperature))
+        if opts.learn_temperature:
+            self.log_scale = torch.nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+        self.teacher = Teacher(opts.teacher) if opts.distill_weight > 0 else None
+        if self.teacher is not None:
+            self.distill_map = torch.nn.Linear(embedder.dim, self.teacher.dim, bias=False)
+
+    def embed(self, emb, texts: list[str], instruction: str | None, max_length: int) -> torch.Tensor:
+        return emb.embed_batch(emb.collate(emb.tokenize(texts, instruction, max_length=max_length, warn=False)))
+
+    def forward(self, emb, examples: list[tuple[str, str, str, str]]) -> tuple[torch.Tensor, dict[str, float]]:
+        o = self.opts
+        queries, positives = [x[1] for x in examples], [x[2] for x in examples]
+        negatives = [x[3] for x in examples if x[3]] if o.hard_negatives != "none" else []
+        passages = positives + negatives
+        q = self.embed(emb, queries, emb.config.query_instruction, o.query_max_length)
+        p = self.embed(emb, passages, emb.config.document_instruction, o.passage_max_length)
+        same = torch.tensor([[i != j and passages[j] == positives[i] for j in range(len(passages))]
+                             for i in range(len(queries))], device=q.device)
+        scale = self.log_scale.clamp(0.0, math.log(100.0)).exp()
+        nce = info_nce(q, p, scale, exclude=same)
+        parts = {"nce": nce.item(), "scale": scale.item()}
+        loss = nce
+        if self.teacher is not None:
+            student = torch.cat([q, p[: len(positives)]])
+            target = self.teacher(queries + positives).to(q.device)
+            distill = cosine_distill(self.distill_map(student.float()), target)
+            loss = loss + o.distill_weight * distill
+            parts["distill"] = distill.item()
+        return loss, parts
+
+    def validate(self, emb, examples: list[tuple[str, str, str, str]], batch_size: int = 64) -> dict[str, float]:
+        """Held-out pairs: each query against every held-out positive. nce, and recall@1 (acc)."""
+        o = self.opts
+        q = torch.cat([self.embed(emb, [x[1] for x in examples[i:i + batch_size]], emb.config.query_instruction,
+                                  o.query_max_length) for i in range(0, len(examples), batch_size)])
+        p = torch.cat([self.embed(emb, [x[2] for x in examples[i:i + batch_size]], emb.config.document_instruction,
+                                  o.passage_max_length) for i in range(0, len(examples), batch_size)])
+        positives = [x[2] for x in examples]
+        same = torch.tensor([[i != j and positives[j] == positives[i] for j in range(len(p))]
+                             for i in range(len(q))], device=q.device)
+        scale = self.log_scale.clamp(0.0, math.log(100.0)).exp()
+        sims = torch.nn.functional.normalize(q.float(), dim=-1) @ torch.nn.functional.normalize(p.float(), dim=-1).T
+        acc = (sims.masked_fill(same, float("-inf")).argmax(-1) == torch.arange(len(q), device=q.device)).float().mean()
+        return {"nce": info_nce(q, p, scale, exclude=same).item(), "acc": acc.item()}

@@ -1,0 +1,43 @@
+"""out/run.json: config, data hashes, seed and versions beside a run's output; a resume must match them."""
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from unified_rag.errors import InputError
+from unified_rag.io import atomic_write_json, sha256_file
+
+from .config import RESUMABLE_CHANGES, TrainConfig
+
+
+def _data_files(cfg: TrainConfig) -> list[Path]:
+    """Every file a run reads (texts, pairs, BEIR dirs' files), for the hashes a resume must match."""
+    paths = [Path(p) for p in [*cfg.data, *getattr(cfg, "pairs", [])]]
+    return [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])]
+
+
+def write_run_info(out: Path, cfg: TrainConfig, method: str, backbone, extra: dict | None = None) -> None:
+    """Write run.json; on --resume, refuse a config (beyond RESUMABLE_CHANGES), data or backbone that differs."""
+    import transformers
+
+    from unified_rag.rag import library_version
+
+    info = {"method": method, "config": cfg.model_dump(mode="json"), "seed": cfg.seed,
+            "data": {str(p): sha256_file(p) for p in _data_files(cfg)}, "library_version": library_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+            "backbone": backbone.name, "backbone_fingerprint": backbone.fingerprint, **(extra or {})}
+    path = out / "run.json"
+    if path.is_file() and cfg.resume:
+        old = json.loads(path.read_text())
+        a = {k: v for k, v in old["config"].items() if k not in RESUMABLE_CHANGES}
+        b = {k: v for k, v in info["config"].items() if k not in RESUMABLE_CHANGES}
+        if a != b or old["data"] != info["data"] or old["backbone_fingerprint"] != info["backbone_fingerprint"]:
+            raise InputError(f"{out} holds a run with another config, data or backbone; use a new --out "
+                             "or drop --resume")
+    info["written_at"] = datetime.now(timezone.utc).isoformat()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, info)
