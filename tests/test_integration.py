@@ -4,6 +4,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,7 +142,10 @@ def test_cli_end_to_end(tmp_path):
     (docs / "junk.txt").write_bytes(b"\x00\xff binary")
 
     def cli(*args):
-        return subprocess.run(["unified-rag", *args], capture_output=True, text=True, cwd=tmp_path)
+        # The installed console script of this interpreter's environment: what a user runs, found
+        # without relying on PATH (make test runs .venv/bin/python without activating the venv).
+        script = Path(sys.executable).parent / "unified-rag"
+        return subprocess.run([str(script), *args], capture_output=True, text=True, cwd=tmp_path)
 
     r = cli("index", str(docs), "--out", "idx")
     assert r.returncode == 0, r.stderr
