@@ -12,7 +12,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -124,7 +124,8 @@ class Embedder(torch.nn.Module):
     # --- the public API ------------------------------------------------------------------------
     def encode(self, texts: str | Sequence[str], *, instruction: str | None = None, batch_size: int = 32,
                normalize: bool = True, show_progress_bar: bool | None = None,
-               warn_truncation: bool = True) -> np.ndarray:
+               warn_truncation: bool = True, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """`on_batch(n)` is called after each batch with its number of texts (a caller's progress bar)."""
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         if not texts:
@@ -144,6 +145,8 @@ class Embedder(torch.nn.Module):
                 if normalize:
                     emb = torch.nn.functional.normalize(emb, dim=-1)
                 out[idx] = emb.cpu().numpy()
+                if on_batch is not None:
+                    on_batch(len(idx))
         return out[0] if single else out
 
     def encode_queries(self, texts, **kw) -> np.ndarray:

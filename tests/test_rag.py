@@ -170,3 +170,24 @@ def _other_backbone(b):
     from unified_rag import Backbone
 
     return Backbone(b.model, b.tokenizer, name="same-weights-other-object")
+
+
+def test_indexing_progress_moves_per_batch(tiny_backbone, monkeypatch):
+    import unified_rag.rag as R
+
+    updates = []
+
+    class Bar:  # records what the indexing bar is told
+        def __init__(self, *a, **kw):
+            pass
+
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(R, "tqdm", Bar)
+    r = UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone), chunking={"chunk_tokens": 16, "overlap_tokens": 2})
+    r.add_texts(CORPUS * 3, batch_size=4)
+    assert len(updates) > 1 and max(updates) <= 4 and sum(updates) == r.index.ntotal

@@ -309,15 +309,20 @@ class UnifiedRAG:
         for i, item in enumerate(chunked):
             group.append(item)
             if sum(len(c) for _, c in group) >= group_size or i == len(chunked) - 1:
-                self._commit(group, batch_size)
-                bar.update(sum(len(c) for _, c in group))
+                self._commit(group, batch_size, bar.update)  # the bar moves per encoded batch
                 group = []
         bar.close()
         return list(seen)
 
-    def _commit(self, group: list[tuple[Document, list]], batch_size: int) -> None:
-        vecs = self.embedder.encode_documents([t for _, cs in group for t, _, _ in cs], batch_size=batch_size,
-                                              show_progress_bar=False)
+    def _commit(self, group: list[tuple[Document, list]], batch_size: int, on_batch=None) -> None:
+        texts = [t for _, cs in group for t, _, _ in cs]
+        if isinstance(self.embedder, Embedder):
+            vecs = self.embedder.encode_documents(texts, batch_size=batch_size, show_progress_bar=False,
+                                                  on_batch=on_batch)
+        else:  # an outside embedder (benchmarks' baselines): the bar moves once per group
+            vecs = self.embedder.encode_documents(texts, batch_size=batch_size, show_progress_bar=False)
+            if on_batch is not None:
+                on_batch(len(texts))
         replaced = [d.id for d, _ in group if self.store.has(d.id)]
         old_ids = self.store.chunk_ids(replaced)
         with self.store.transaction():
