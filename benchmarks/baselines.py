@@ -14,7 +14,7 @@ import numpy as np
 from unified_rag.backbone import default_teacher_path
 from unified_rag.errors import InputError, ModelLoadError, require
 
-from unified_rag.sparse import BM25_B, BM25_K1, BM25_TOKENS, RRF_K, reciprocal_rank_fusion, tokenize
+from unified_rag.sparse import BM25_B, BM25_K1, BM25_TOKENS, HYBRID_DENSE_WEIGHT, hybrid_fusion, tokenize
 
 MINILM = "all-MiniLM-L6-v2"
 
@@ -145,18 +145,19 @@ class GenCeiling:
 
 
 class Hybrid:
-    """The library's hybrid mode over whole documents: reciprocal rank fusion of a dense method's
-    ranking and BM25's, each `depth` deep (unified_rag.sparse)."""
+    """The library's hybrid mode over whole documents: weighted reciprocal rank fusion of a dense
+    method's ranking and BM25's, each `depth` deep (unified_rag.sparse.hybrid_fusion)."""
 
     kind = "hybrid"
 
-    def __init__(self, dense, depth: int = 100, k: int = RRF_K):
-        self.dense, self.sparse, self.depth, self.k = dense, BM25(), depth, k
-        self.name = f"hybrid ({method_name(dense)} + bm25, RRF)"
-        self.fingerprint = hashlib.sha256(f"{dense.fingerprint}-{self.sparse.fingerprint}-{depth}-{k}".encode()).hexdigest()[:16]
+    def __init__(self, dense, depth: int = 100, dense_weight: float = HYBRID_DENSE_WEIGHT):
+        self.dense, self.sparse, self.depth, self.dense_weight = dense, BM25(), depth, dense_weight
+        self.name = f"hybrid ({method_name(dense)} + bm25, RRF, dense weight {dense_weight})"
+        self.fingerprint = hashlib.sha256(f"{dense.fingerprint}-{self.sparse.fingerprint}-{depth}-{dense_weight}"
+                                          .encode()).hexdigest()[:16]
 
     def fuse(self, dense_run: dict, sparse_run: dict, k: int) -> dict[str, dict[str, float]]:
-        return {q: dict(reciprocal_rank_fusion([list(dense_run.get(q, {})), list(sparse_run.get(q, {}))], self.k)[:k])
+        return {q: dict(hybrid_fusion(list(dense_run.get(q, {})), list(sparse_run.get(q, {})), self.dense_weight)[:k])
                 for q in dense_run}
 
 

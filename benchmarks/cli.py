@@ -88,6 +88,56 @@ def stsb(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, 
     _finish(run_stsb(methods, data, hf=hf, split=split, cache=cache_dir, batch_size=batch_size), out, seed)
 
 
+@app.command(name="rag-qa")
+@_friendly
+def rag_qa(out: Path = Out, data: Optional[Path] = Data,
+           embedder: str = typer.Option("auto", "--embedder", "-e", help="The pipeline's embedder (a kind or adapter dir)."),
+           n_questions: int = typer.Option(500, "--n-questions", "-n", help="Questions in the seeded sample."),
+           n_unanswerable: int = typer.Option(100, help="Further questions asked after their gold paragraph "
+                                              "is deleted from the index."),
+           k: int = typer.Option(5, "-k", help="Sources retrieved per question."),
+           mode: str = typer.Option("dense", help="Retrieval mode: dense, sparse or hybrid."),
+           max_new_tokens: int = typer.Option(32, help="Answer budget in tokens."),
+           model: Optional[str] = Model, batch_size: int = Batch, dtype: str = Dtype, seed: int = Seed):
+    """End-to-end RAG QA on squad-rag: closed-book, RAG and oracle; EM, F1, citations, refusals, latency."""
+    import numpy as np
+    import torch
+
+    from unified_rag.rag import RETRIEVAL_MODES, UnifiedRAG
+
+    from .rag_qa import run_rag_qa
+
+    if mode not in RETRIEVAL_MODES:
+        raise typer.BadParameter(f"use one of {', '.join(RETRIEVAL_MODES)}", param_hint="--mode")
+    for name, v in (("--n-questions", n_questions), ("-k", k), ("--max-new-tokens", max_new_tokens)):
+        if v < 1:
+            raise typer.BadParameter("must be at least 1", param_hint=name)
+    _quiet(False)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    rag = UnifiedRAG.from_pretrained(model, embedder=embedder, dtype=dtype)
+    _finish(run_rag_qa(rag, data, n_questions=n_questions, n_unanswerable=n_unanswerable, k=k,
+                       max_new_tokens=max_new_tokens, mode=mode, seed=seed, batch_size=batch_size), out, seed)
+
+
+@app.command()
+@_friendly
+def calibrate(config: Path = typer.Option(Path("trainers/configs/llm2vec-supervised-smollm2.json"), "--config",
+                                          help="Trainer config whose held-out pairs (val_examples) to use."),
+              embedder: str = typer.Option("auto", "--embedder", "-e", help="The dense method of the hybrid."),
+              out: Path = Out, n_docs: int = typer.Option(2000, help="Passages in the calibration corpus."),
+              model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
+              cache_dir: Optional[Path] = Cache, dtype: str = Dtype, seed: int = Seed):
+    """Hybrid fusion weight, calibrated on a trainer config's held-out training pairs (no evaluation set)."""
+    from .calibration import calibrate_fusion, held_out_set
+
+    ds = held_out_set(config, n_docs=n_docs, seed=seed)
+    methods = _setup(embedder, model, dtype, max_length, seed)
+    if len(methods) != 1:
+        raise typer.BadParameter("calibrate takes one dense method", param_hint="--embedder")
+    _finish(calibrate_fusion(methods[0], ds, cache=cache_dir, batch_size=batch_size), out, seed)
+
+
 @app.command()
 @_friendly
 def safety(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, hf: Optional[str] = Hf,

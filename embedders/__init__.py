@@ -28,8 +28,10 @@ EMBEDDERS: dict[str, type[Embedder]] = {
 
 ASSETS = Path(__file__).parent / "assets"
 # What embedder="auto" gives on the default backbone: the best adapter that ships, as measured on
-# SciFact (README, "Results"). Other backbones fall back to untrained mean pooling.
-AUTO_ADAPTER = {DEFAULT_MODEL: ASSETS / "smollm2-135m-instruct" / "mean-std"}
+# SciFact (README, "Results"): LLM2Vec's supervised contrastive LoRA, trained on the real pairs.
+# "mean-std" (standardised mean pooling, no training) was the default before it and stays for
+# comparison. Other backbones fall back to untrained mean pooling.
+AUTO_ADAPTER = {DEFAULT_MODEL: ASSETS / "smollm2-135m-instruct" / "llm2vec-supervised"}
 
 
 def load_embedder(spec: str | os.PathLike | Embedder = "auto", backbone: Backbone | None = None) -> Embedder:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 from pydantic import Field
 
-from unified_rag.errors import ModelLoadError, require
+from unified_rag.errors import ModelLoadError
 
 from .base import Embedder, EmbedderConfig
 
@@ -124,8 +124,7 @@ class LoraEmbedder(Embedder):
         super().__init__(backbone, config, **overrides)
         self.adapter_name = self.kind.replace("-", "_")
         if self.config.lora_r > 0:
-            peft = require("peft", "train", "LoRA embedders (gem, llm2vec, birecon)")
-            LoraConfig, inject_adapter_in_model = peft.LoraConfig, peft.inject_adapter_in_model
+            from peft import LoraConfig, inject_adapter_in_model  # core: `auto` on SmolLM2 is a LoRA adapter
 
             model = backbone.model
             taken = {n for m in _tuner_layers(model) for n in m._get_available_adapters()}

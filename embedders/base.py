@@ -211,6 +211,26 @@ class Embedder(torch.nn.Module):
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         self.load_state_dict(state, strict=True)
 
+
+def cast_adapter(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """A copy of the adapter dir `src` at `dst` with its floating tensors stored in `dtype`: bf16
+    halves what a shipped adapter weighs. Loading casts each tensor back to the model's dtype."""
+    from safetensors.torch import save as save_bytes
+
+    src, dst = Path(src), Path(dst)
+    if not (src / CONFIG_NAME).is_file():
+        raise ModelLoadError(f"{src} is not an embedder dir: {CONFIG_NAME} is missing")
+    try:
+        state = load_file(src / WEIGHTS_NAME) if (src / WEIGHTS_NAME).is_file() else {}
+    except (OSError, SafetensorError) as e:
+        raise ModelLoadError(f"{src / WEIGHTS_NAME} is not a readable safetensors file: {e}") from None
+    dst.mkdir(parents=True, exist_ok=True)
+    if state:
+        atomic_write_bytes(dst / WEIGHTS_NAME, save_bytes(
+            {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}))
+    atomic_write_bytes(dst / CONFIG_NAME, (src / CONFIG_NAME).read_bytes())  # config last: the dir is whole
+    return dst
+
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, dim={self.dim}, backbone={self.backbone.name!r}"
 

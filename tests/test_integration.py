@@ -38,6 +38,30 @@ def test_default_backbone(smol):
     assert smol.tokenizer.chat_template and smol.tokenizer.eos_token == "<|im_end|>"
 
 
+def test_shipped_auto_adapter_leaves_generation_unchanged(smol):
+    """`auto` on SmolLM2 is a LoRA adapter in the shared model, on only inside its own forward: the
+    generator's logits and greedy text with the embedder built and used equal those before it."""
+    import torch
+
+    from embedders import AUTO_ADAPTER, load_embedder
+    from unified_rag import Generator
+
+    ids = smol.tokenizer("The Kraft inequality states that", return_tensors="pt").input_ids.to(smol.device)
+
+    def logits():
+        with torch.no_grad():
+            return smol.model(input_ids=ids).logits.float()
+
+    before, text = logits(), Generator(smol).complete("2 + 2 =", max_new_tokens=4)
+    emb = load_embedder("auto", smol)
+    assert emb.kind == "llm2vec" and AUTO_ADAPTER[smol.name].name == "llm2vec-supervised"
+    emb.encode(["a prefix code", "entropy"])
+    torch.testing.assert_close(logits(), before, rtol=0, atol=0)
+    assert Generator(smol).complete("2 + 2 =", max_new_tokens=4) == text
+    with emb.adapter_active():  # the adapter is real: switched on, it changes the model
+        assert (logits() - before).abs().max() > 1e-2
+
+
 def test_one_copy_of_the_weights_and_memory():
     """The whole pipeline (index, answer, both LlamaIndex wrappers) in a fresh process shares one set of
     parameter storages, and its peak memory stays about one model below a control run whose generator

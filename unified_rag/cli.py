@@ -62,6 +62,11 @@ class Pooling(str, Enum):
     last = "last"
 
 
+class DType(str, Enum):
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
 # --- checks: cheap, and all of them run before any model is loaded -------------------------------
 def _one_line(text: object) -> str:
     """Text safe to print on one line: no newlines, no lone surrogates (they cannot be encoded)."""
@@ -490,6 +495,22 @@ def standardize(texts: List[Path] = typer.Argument(..., help="Unlabelled texts, 
     emb.fit_standardization(pool[:limit], instruction=emb.config.query_instruction, show_progress_bar=True)
     emb.save_pretrained(out)
     typer.echo(f"fitted {EMBEDDERS[pooling.value].__name__} standardisation on {min(limit, len(pool))} texts -> {out}")
+
+
+@app.command(name="export-adapter")
+@_friendly
+def export_adapter(adapter: Path = typer.Argument(..., help="Adapter dir (embedder_config.json + adapter.safetensors)."),
+                   out: Path = typer.Option(..., "--out", "-o", help="Adapter dir to write."),
+                   dtype: DType = typer.Option(DType.bf16, help="Storage dtype of the floating tensors.")):
+    """Copy an adapter dir with its tensors stored in another dtype (bf16 halves a shipped adapter)."""
+    _check_file(adapter / "embedder_config.json", "adapter config")
+    _check_out(out, "an adapter")
+    import torch
+
+    from embedders.base import cast_adapter
+
+    cast_adapter(adapter, out, {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype.value])
+    typer.echo(f"{adapter} -> {out} ({dtype.value})")
 
 
 def _add_subcommands() -> None:

@@ -121,11 +121,17 @@ class Generator:
         if errors:
             raise errors[0]
 
+    def prompt_ids(self, prompt: str, formatted: bool = False) -> list[int]:
+        """A user turn in the chat template, or, `formatted`, the text as it is (already the model's format)."""
+        if formatted:
+            return self.backbone.tokenizer(prompt)["input_ids"]
+        return self._encode_chat([{"role": "user", "content": prompt}])
+
     def complete(self, prompt: str, max_new_tokens: int | None = None) -> str:
-        return self.generate_ids(self._encode_chat([{"role": "user", "content": prompt}]), max_new_tokens)
+        return self.generate_ids(self.prompt_ids(prompt), max_new_tokens)
 
     def stream_complete(self, prompt: str, max_new_tokens: int | None = None) -> Iterator[str]:
-        return self.stream_ids(self._encode_chat([{"role": "user", "content": prompt}]), max_new_tokens)
+        return self.stream_ids(self.prompt_ids(prompt), max_new_tokens)
 
 
 def cited_numbers(text: str, n_sources: int) -> list[int]:

@@ -29,7 +29,7 @@ from .generator import GenerationConfig, Generator, cited_numbers
 from .index import IndexConfig, VectorIndex
 from .io import _fsync_dir, atomic_write_json, check_save_target, sha256_file
 from .readers import read_documents
-from .sparse import SparseIndex, reciprocal_rank_fusion
+from .sparse import HYBRID_DENSE_WEIGHT, SparseIndex, hybrid_fusion
 from .store import DocStore
 from .types import Answer, Document, Hit, check_texts
 
@@ -221,6 +221,7 @@ class UnifiedRAG:
         self.store = DocStore()
         self.sparse, self._sparse_lock = SparseIndex(), threading.Lock()
         self.hybrid_depth = 100  # how deep each ranking goes into the fusion
+        self.hybrid_dense_weight = HYBRID_DENSE_WEIGHT
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | Backbone | None = None, *, embedder="auto",
@@ -356,7 +357,8 @@ class UnifiedRAG:
     # --- retrieval and generation -------------------------------------------------------------
     def retrieve(self, query: str, k: int = 5, mode: RetrievalMode = "dense") -> list[Hit]:
         """The k best chunks. mode "dense": the shared backbone's embeddings in FAISS; "sparse": BM25 over
-        the same chunk store; "hybrid": reciprocal rank fusion of both, each cut at `hybrid_depth`.
+        the same chunk store; "hybrid": weighted reciprocal rank fusion of both, each
+        cut at `hybrid_depth`, with `hybrid_dense_weight` on the dense ranking (unified_rag.sparse).
         A hit's score is the cosine (dense), the BM25 score (sparse) or the fused RRF score (hybrid)."""
         if mode not in RETRIEVAL_MODES:
             raise InputError(f"mode must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
@@ -377,8 +379,8 @@ class UnifiedRAG:
             ranked = self._sparse(query, k)
         else:
             depth = min(max(k, self.hybrid_depth), n)
-            fused = reciprocal_rank_fusion([[i for i, _ in self._dense(query, depth)],
-                                            [i for i, _ in self._sparse(query, depth)]])
+            fused = hybrid_fusion([i for i, _ in self._dense(query, depth)], [i for i, _ in self._sparse(query, depth)],
+                                  self.hybrid_dense_weight)
             ranked = fused[:k]
         rows = {r["chunk_id"]: r for r in self.store.chunks([i for i, _ in ranked])}
         hits = []

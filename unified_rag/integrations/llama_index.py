@@ -7,13 +7,19 @@
 """
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, AsyncIterator, Iterator, Optional
 
 from unified_rag.errors import require
 
 require("llama_index.core", "llama-index", "the LlamaIndex integration")
-from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata  # noqa: E402
-from llama_index.core.bridge.pydantic import PrivateAttr  # noqa: E402
+from llama_index.core.base.llms.types import (  # noqa: E402
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr  # noqa: E402
 from llama_index.core.embeddings import BaseEmbedding  # noqa: E402
 from llama_index.core.llms import CustomLLM  # noqa: E402
 from llama_index.core.llms.callbacks import llm_completion_callback  # noqa: E402
@@ -70,22 +76,29 @@ class UnifiedRAGEmbedding(BaseEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return self._embedder.encode_documents(texts, batch_size=self.embed_batch_size).tolist()
 
+    # Async: the forward runs in a worker thread (torch releases the GIL), so the event loop stays free.
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
+        return await asyncio.to_thread(self._get_query_embedding, query)
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
-        return self._get_text_embedding(text)
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)  # one batched encode, not one per text
 
 
 class UnifiedRAGLLM(CustomLLM):
-    """A llama-index LLM that generates with the shared backbone and its chat template."""
+    """A llama-index LLM that generates with the shared backbone. A prompt gets the model's chat
+    template unless `formatted=True` says it is already the model's own text."""
 
-    max_new_tokens: int = 256
+    max_new_tokens: Optional[int] = Field(None, description="Overrides the generation config's max_new_tokens.")
     _generator: Generator = PrivateAttr()
 
     def __init__(self, backbone: Backbone, generation: GenerationConfig | dict | None = None, **kw: Any):
         super().__init__(**kw)
-        cfg = GenerationConfig.model_validate(generation or {}).model_copy(update={"max_new_tokens": self.max_new_tokens})
+        cfg = GenerationConfig.model_validate(generation or {})
+        if self.max_new_tokens is not None:
+            cfg = cfg.model_copy(update={"max_new_tokens": self.max_new_tokens})
         self._generator = Generator(backbone, cfg)
 
     @classmethod
@@ -103,20 +116,39 @@ class UnifiedRAGLLM(CustomLLM):
     @property
     def metadata(self) -> LLMMetadata:
         b = self._generator.backbone
-        return LLMMetadata(context_window=b.max_length, num_output=self.max_new_tokens,
+        return LLMMetadata(context_window=b.max_length, num_output=self._generator.config.max_new_tokens,
                            model_name=f"unified-rag/{b.name}", is_chat_model=False)
+
+    def _complete(self, prompt: str, formatted: bool, max_new_tokens: int | None) -> CompletionResponse:
+        g = self._generator
+        return CompletionResponse(text=g.generate_ids(g.prompt_ids(prompt, formatted), max_new_tokens))
+
+    def _stream(self, prompt: str, formatted: bool, max_new_tokens: int | None) -> Iterator[CompletionResponse]:
+        g, text = self._generator, ""
+        for delta in g.stream_ids(g.prompt_ids(prompt, formatted), max_new_tokens):
+            text += delta
+            yield CompletionResponse(text=text, delta=delta)
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
-        return CompletionResponse(text=self._generator.complete(prompt, kw.get("max_new_tokens")))
+        return self._complete(prompt, formatted, kw.get("max_new_tokens"))
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponseGen:
-        def gen() -> CompletionResponseGen:
-            text = ""
-            for delta in self._generator.stream_complete(prompt, kw.get("max_new_tokens")):
-                text += delta
-                yield CompletionResponse(text=text, delta=delta)
+        return self._stream(prompt, formatted, kw.get("max_new_tokens"))
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+        return await asyncio.to_thread(self._complete, prompt, formatted, kw.get("max_new_tokens"))
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponseAsyncGen:
+        parts = self._stream(prompt, formatted, kw.get("max_new_tokens"))
+
+        async def gen() -> AsyncIterator[CompletionResponse]:
+            done = object()
+            while (part := await asyncio.to_thread(next, parts, done)) is not done:  # each token off the loop
+                yield part
 
         return gen()
 

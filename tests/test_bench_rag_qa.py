@@ -1,0 +1,54 @@
+"""rag-qa: SQuAD's answer scoring, and the whole suite on the tiny model over a small squad-rag layout."""
+import json
+
+import pytest
+
+from benchmarks.rag_qa import exact_match, is_refusal, normalize_answer, run_rag_qa, token_f1
+from unified_rag import MeanPoolEmbedder, UnifiedRAG
+from unified_rag.errors import InputError
+
+
+def test_squad_normalisation_and_scores():
+    assert normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
+    assert normalize_answer("an apple and a pear") == "apple and pear"
+    assert exact_match("the Denver Broncos", ["Denver Broncos", "Broncos"]) == 1.0
+    assert exact_match("Denver", ["Denver Broncos"]) == 0.0
+    assert token_f1("Denver", ["Denver Broncos"]) == pytest.approx(2 / 3)  # p 1, r 1/2
+    assert token_f1("Denver Broncos won", ["Broncos", "Denver Broncos"]) == pytest.approx(0.8)  # best gold
+    assert token_f1("nothing shared", ["Denver"]) == 0.0
+
+
+def test_refusals_are_recognised():
+    assert is_refusal("The sources do not contain the answer.")
+    assert is_refusal("I cannot answer that from the sources.")
+    assert not is_refusal("Mars has two moons, Phobos and Deimos [1].")
+
+
+def _squad_dir(tmp_path):
+    paras = {f"p{i}": f"Paragraph {i} says that the secret number of item {i} is {100 + i}." for i in range(8)}
+    root = tmp_path / "squad-rag"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
+                                               for d, t in paras.items()))
+    qs = {f"q{i}": (f"What is the secret number of item {i % 8}?", f"p{i % 8}", str(100 + i % 8)) for i in range(12)}
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, (t, _, _) in qs.items()))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" +
+                                             "".join(f"{q}\t{d}\t1\n" for q, (_, d, _) in qs.items()))
+    (root / "answers.jsonl").write_text("".join(json.dumps({"_id": q, "answers": [a]}) + "\n"
+                                                for q, (_, _, a) in qs.items()))
+    return root
+
+
+def test_suite_runs_end_to_end_on_the_tiny_model(tiny_backbone, tmp_path):
+    rag = UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone, query_instruction=None))
+    r = run_rag_qa(rag, _squad_dir(tmp_path), n_questions=4, n_unanswerable=6, k=2, max_new_tokens=4)
+    m = r["methods"]
+    assert set(m) >= {"closed-book", "rag", "oracle"} and m["rag"]["n"] == 4
+    for name in ("closed-book", "rag", "oracle"):
+        assert 0 <= m[name]["metrics"]["f1"] <= 1 and m[name]["metrics"]["latency_p50_s"] > 0
+    assert {"citation_rate", "citation_precision", "recall@k"} <= set(m["rag"]["metrics"])
+    assert "citation_rate" not in m["oracle"]["metrics"]
+    # Unanswerable questions count only where their gold paragraph was really removed from the index.
+    assert m["unanswerable"]["n"] >= 1 and rag.store.count()[0] == 8 - r["dataset"]["removed"]
+    with pytest.raises(InputError, match="empty UnifiedRAG"):
+        run_rag_qa(rag, tmp_path / "squad-rag", n_questions=1)
