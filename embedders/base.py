@@ -161,10 +161,14 @@ class Embedder(torch.nn.Module):
     def adapter_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
 
+    def config_key(self) -> str:
+        """The config as the fingerprint hashes it."""
+        return self.config.model_dump_json()
+
     @property
     def fingerprint(self) -> str:
         """Hash of config and adapter tensors: two embedders with equal fingerprints embed alike."""
-        h = hashlib.sha256(self.config.model_dump_json().encode())
+        h = hashlib.sha256(self.config_key().encode())
         h.update(self.backbone.fingerprint.encode())
         for k, v in sorted(self.adapter_state().items()):
             h.update(k.encode() + v.float().numpy().tobytes())

@@ -1,8 +1,12 @@
-"""Untrained poolings of the backbone's last hidden layer: baselines and fallbacks.
+"""Untrained poolings of the backbone's hidden states: baselines and fallbacks.
 
 Optional per-dimension standardisation: decoder LLM states carry a large shared component and a few
 outlier dimensions that swamp cosine similarity. Subtracting a mean vector and dividing by a std
 vector, both estimated once on unlabelled text, removes them (see README for the measured effect).
+
+`layers` picks which hidden layers to pool (default: the last). Early layers of a decoder can pool
+better than the last, which is shaped for predicting the next token; several layers are concatenated,
+and standardisation then puts them on one scale.
 """
 from __future__ import annotations
 
@@ -10,18 +14,36 @@ from typing import Sequence
 
 import torch
 
-from .base import Embedder
+from unified_rag.errors import InputError
+
+from .base import Embedder, EmbedderConfig
+
+
+class PoolingConfig(EmbedderConfig):
+    # Hidden layers to pool: 0 is the token embeddings, the model's layer count the last (normed).
+    # Several are pooled one by one and concatenated. None: the last layer alone.
+    layers: list[int] | None = None
 
 
 class _PoolingEmbedder(Embedder):
+    config_class = PoolingConfig
+
     def __init__(self, backbone, config=None, **overrides):
         super().__init__(backbone, config, **overrides)
+        n = backbone.model.config.num_hidden_layers
+        layers = self.config.layers
+        if layers is not None and (not layers or any(not 0 <= i <= n for i in layers) or len(set(layers)) < len(layers)):
+            raise InputError(f"layers must be distinct indices in 0..{n} for {backbone.name}, got {layers}")
         self.feature_mean: torch.Tensor | None = None
         self.feature_std: torch.Tensor | None = None
 
     @property
     def dim(self) -> int:
-        return self.backbone.hidden_size
+        return self.backbone.hidden_size * len(self.config.layers or [None])
+
+    def config_key(self) -> str:
+        # Without `layers` when it is the default: indexes saved before the option keep their fingerprint.
+        return self.config.model_dump_json(exclude={"layers"} if self.config.layers is None else None)
 
     @property
     def standardized(self) -> bool:
@@ -31,8 +53,11 @@ class _PoolingEmbedder(Embedder):
         raise NotImplementedError
 
     def embed_batch(self, batch):
-        hidden = self.backbone.hidden_states(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        pooled = self.pool(hidden.float(), batch)
+        layers = self.config.layers
+        hidden = self.backbone.hidden_states(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                             layers=layers)
+        pooled = self.pool(hidden.float(), batch) if layers is None else torch.cat([self.pool(h.float(), batch)
+                                                                                    for h in hidden], -1)
         if self.standardized:
             pooled = (pooled - self.feature_mean.to(pooled.device)) / self.feature_std.to(pooled.device)
         return pooled
@@ -68,7 +93,7 @@ class _PoolingEmbedder(Embedder):
 
 
 class MeanPoolEmbedder(_PoolingEmbedder):
-    """Mean of the last-layer states over the text tokens (the instruction is left out)."""
+    """Mean of the states over the text tokens (the instruction is left out)."""
 
     kind = "mean"
 
@@ -78,7 +103,7 @@ class MeanPoolEmbedder(_PoolingEmbedder):
 
 
 class LastTokenEmbedder(_PoolingEmbedder):
-    """Last-layer state of the final token: under causal attention it is the only one that saw everything."""
+    """State of the final token: under causal attention it is the only one that saw everything."""
 
     kind = "last"
 

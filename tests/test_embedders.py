@@ -69,6 +69,26 @@ def test_standardization_fit_save_load(tiny_backbone, tmp_path):
     assert back.fingerprint == e.fingerprint != MeanPoolEmbedder(tiny_backbone).fingerprint
 
 
+@pytest.mark.parametrize("cls", [MeanPoolEmbedder, LastTokenEmbedder])
+def test_pooling_layers(tiny_backbone, tmp_path, cls):
+    n = tiny_backbone.model.config.num_hidden_layers
+    last, default = cls(tiny_backbone, layers=[n]), cls(tiny_backbone)
+    np.testing.assert_allclose(last.encode(TEXTS), default.encode(TEXTS), atol=1e-6)  # layer n is the default
+    assert last.fingerprint != default.fingerprint and '"layers"' not in default.config_key()
+    early = cls(tiny_backbone, layers=[1])
+    assert not np.allclose(early.encode(TEXTS), default.encode(TEXTS), atol=1e-3)
+    both = cls(tiny_backbone, layers=[1, n]).fit_standardization(CORPUS * 2)
+    v = both.encode(TEXTS)
+    assert both.dim == 2 * tiny_backbone.hidden_size and v.shape == (len(TEXTS), both.dim)
+    both.save_pretrained(tmp_path / "both")
+    back = Embedder.from_pretrained(tmp_path / "both", backbone=tiny_backbone)
+    assert back.config.layers == [1, n] and back.fingerprint == both.fingerprint
+    np.testing.assert_array_equal(back.encode(TEXTS), v)
+    for bad in ([], [n + 1], [-1], [1, 1]):
+        with pytest.raises(InputError, match="layers must be distinct indices"):
+            cls(tiny_backbone, layers=bad)
+
+
 def test_llm2vec_gen_untrained_is_identity_and_round_trips(tiny_backbone, tmp_path):
     e = LLM2VecGenEmbedder(tiny_backbone, num_special_tokens=3)
     assert torch.equal(e.rec_proj.weight, torch.eye(tiny_backbone.hidden_size))

@@ -16,6 +16,7 @@ import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -242,8 +243,11 @@ class Backbone:
                 h.update(f"{n}{tuple(p.shape)}".encode() + head.numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def hidden_states(self, *, attention_mask, input_ids=None, inputs_embeds=None, position_ids=None):
-        """Last-layer hidden states; positions come from the mask so left and right padding agree."""
+    def hidden_states(self, *, attention_mask, input_ids=None, inputs_embeds=None, position_ids=None,
+                      layers: Sequence[int] | None = None):
+        """Last-layer hidden states, or with `layers` the list of those layers' states (0: the token
+        embeddings, num_layers: the last, after the final norm). Positions come from the mask, so
+        left and right padding agree."""
         if position_ids is None:
             if attention_mask.dim() != 2:
                 raise ValueError("a 4-D attention mask needs explicit position_ids")
@@ -251,8 +255,8 @@ class Backbone:
         if attention_mask.dim() == 2 and bool(attention_mask.all()):
             attention_mask = None  # no padding: SDPA's causal fast path, about 20% faster on CPU
         out = self.decoder(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                           position_ids=position_ids, use_cache=False)
-        return out.last_hidden_state
+                           position_ids=position_ids, use_cache=False, output_hidden_states=layers is not None)
+        return out.last_hidden_state if layers is None else [out.hidden_states[i] for i in layers]
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())

@@ -475,22 +475,28 @@ def standardize(texts: List[Path] = typer.Argument(..., help="Unlabelled texts, 
                 out: Path = typer.Option(..., "--out", "-o", help="Adapter dir to write."),
                 model: Optional[str] = typer.Option(None, help="Backbone (default: offline SmolLM2)."),
                 pooling: Pooling = typer.Option(Pooling.mean, help="Untrained pooling to standardise."),
+                layers: Optional[str] = typer.Option(None, help="Hidden layers to pool, a comma list (0: embeddings; "
+                                                     "default: the last); several are concatenated."),
                 limit: int = typer.Option(4000, help="Texts to use, sampled with --seed."),
                 seed: int = typer.Option(0, help="Seed of the sample."), verbose: bool = Verbose):
     """Fit per-dimension standardisation of an untrained pooling and save it as an adapter dir."""
     _check_positive(limit=limit)
+    try:
+        picked = None if layers is None else [int(x) for x in layers.split(",")]
+    except ValueError:
+        raise InputError(f"--layers must be a comma list of integers, got {layers!r}") from None
     _check_inputs(list(texts))
     _check_out(out, "an adapter")
     _quiet(verbose)
     import random
 
-    from embedders import EMBEDDERS, load_embedder
+    from embedders import EMBEDDERS
     from unified_rag.backbone import Backbone
     from trainers.data import read_texts
 
     pool = [t for _, t in read_texts(texts)]
     random.Random(seed).shuffle(pool)
-    emb = load_embedder(pooling.value, Backbone.from_pretrained(model))
+    emb = EMBEDDERS[pooling.value](Backbone.from_pretrained(model), **({} if picked is None else {"layers": picked}))
     # Queries are embedded with the query instruction, so the statistics describe that input.
     emb.fit_standardization(pool[:limit], instruction=emb.config.query_instruction, show_progress_bar=True)
     emb.save_pretrained(out)
