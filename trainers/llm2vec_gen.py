@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 from embedders.llm2vec_gen import LLM2VecGenEmbedder
 from unified_rag.backbone import default_teacher_path
 from unified_rag.errors import InputError, require
+from unified_rag.generator import GenerationConfig, Generator
 
 from .config import TrainConfig
 from .data import read_texts, subsample
@@ -86,14 +87,9 @@ def generate_responses(backbone, rows: list[tuple[str, str]], cache: str | os.Pa
     cache.parent.mkdir(parents=True, exist_ok=True)
     done = _read_jsonl_cache(cache)
     todo = [(i, q) for i, q in rows if done.get(i, {}).get("query") != q]
-    tok, model = backbone.tokenizer, backbone.model
     if todo:
         log.info("generating %d responses (%d cached)", len(todo), len(rows) - len(todo))
-
-        def prompt(q):
-            return list(tok.apply_chat_template([{"role": "user", "content": q}], tokenize=True,
-                                                add_generation_prompt=True, return_dict=True)["input_ids"])
-
+        gen = Generator(backbone, GenerationConfig(max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty))
         bar = tqdm(total=len(todo), desc="responses", unit="q", disable=not progress)
         chunk = batch_size * 8  # sort by length inside chunks: little padding, order stays near-random
         with cache.open("a") as f:
@@ -103,20 +99,8 @@ def generate_responses(backbone, rows: list[tuple[str, str]], cache: str | os.Pa
                 part = sorted(todo[c:c + chunk], key=lambda r: len(r[1]))
                 for s in range(0, len(part), batch_size):
                     batch = part[s:s + batch_size]
-                    ids = [prompt(q) for _, q in batch]
-                    width = max(map(len, ids))
-                    # Left padding: every row's new tokens start at the same column.
-                    input_ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids])
-                    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-                    gen = model.generate(input_ids=input_ids.to(backbone.device), attention_mask=mask.to(backbone.device),
-                                         max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                                         repetition_penalty=repetition_penalty, pad_token_id=tok.pad_token_id,
-                                         eos_token_id=tok.eos_token_id)[:, width:]
-                    for (rid, q), g in zip(batch, gen.tolist()):
-                        finished = tok.eos_token_id in g
-                        g = g[: g.index(tok.eos_token_id)] if finished else g
-                        row = {"id": rid, "query": q, "response": tok.decode(g, skip_special_tokens=True).strip(),
-                               "finished": finished}
+                    for (rid, q), (text, finished) in zip(batch, gen.generate_batch([gen.prompt_ids(q) for _, q in batch])):
+                        row = {"id": rid, "query": q, "response": text, "finished": finished}
                         done[rid] = row
                         f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     f.flush()

@@ -81,11 +81,13 @@ class Generator:
         return [{"role": "system", "content": self.config.system_prompt},
                 {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question.strip()}"}]
 
-    def _generate_kwargs(self, ids: list[int], max_new_tokens: int | None) -> dict:
-        c, tok = self.config, self.backbone.tokenizer
+    def _generate_kwargs(self, prompts: list[list[int]], max_new_tokens: int | None) -> dict:
+        c, tok, dev = self.config, self.backbone.tokenizer, self.backbone.device
         sample = c.temperature > 0
-        kw = dict(input_ids=torch.tensor([ids], device=self.backbone.device),
-                  attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.backbone.device),
+        width = max(map(len, prompts))
+        # Left padding: every row's new tokens start at the same column.
+        kw = dict(input_ids=torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts], device=dev),
+                  attention_mask=torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev),
                   max_new_tokens=c.max_new_tokens if max_new_tokens is None else max_new_tokens, do_sample=sample,
                   repetition_penalty=c.repetition_penalty, pad_token_id=tok.pad_token_id,
                   eos_token_id=tok.eos_token_id, use_cache=True)
@@ -96,14 +98,29 @@ class Generator:
     @torch.inference_mode()
     def generate_ids(self, ids: list[int], max_new_tokens: int | None = None) -> str:
         with self.weights():
-            out = self.backbone.model.generate(**self._generate_kwargs(ids, max_new_tokens))
+            out = self.backbone.model.generate(**self._generate_kwargs([ids], max_new_tokens))
         return self.backbone.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+
+    @torch.inference_mode()
+    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int | None = None) -> list[tuple[str, bool]]:
+        """Several prompts (token ids) in one left-padded batch: (text, finished) each, where finished
+        means the model ended the text itself (EOS) within the budget."""
+        eos = self.backbone.tokenizer.eos_token_id
+        kw = self._generate_kwargs(prompts, max_new_tokens)
+        with self.weights():
+            out = self.backbone.model.generate(**kw)[:, kw["input_ids"].shape[1]:].tolist()
+        results = []
+        for g in out:
+            finished = eos in g
+            g = g[: g.index(eos)] if finished else g
+            results.append((self.backbone.tokenizer.decode(g, skip_special_tokens=True).strip(), finished))
+        return results
 
     def stream_ids(self, ids: list[int], max_new_tokens: int | None = None) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.backbone.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kw = self._generate_kwargs(ids, max_new_tokens) | {"streamer": streamer}
+        kw = self._generate_kwargs([ids], max_new_tokens) | {"streamer": streamer}
         errors: list[BaseException] = []
 
         def run():
