@@ -121,9 +121,17 @@ def test_corrupt_and_truncated_index_dirs(rag, tmp_path, tiny_backbone):
         UnifiedRAG.load(tmp_path / "empty", model=tiny_backbone)
     rag.save(tmp_path / "idx")
     faiss_file = next((tmp_path / "idx").rglob("index.faiss"))
-    faiss_file.write_bytes(faiss_file.read_bytes()[:100])
-    with pytest.raises(IndexLoadError, match="checksum"):
+    good = faiss_file.read_bytes()
+    faiss_file.write_bytes(good[:100])
+    with pytest.raises(IndexLoadError, match="truncated: .* has 100 bytes"):  # the default check: sizes
         UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone)
+    faiss_file.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, one bit off: only SHA-256 sees it
+    with pytest.raises(IndexLoadError, match="checksum"):
+        UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone, verify=True)
+    with pytest.raises(IndexLoadError, match="checksum"):
+        UnifiedRAG.verify(tmp_path / "idx")
+    faiss_file.write_bytes(good)
+    assert len(UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone, verify=True)) == len(CORPUS)
     (tmp_path / "idx" / MANIFEST).write_text("{not json")
     with pytest.raises(IndexLoadError, match="corrupt"):
         UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone)
@@ -210,3 +218,18 @@ def test_batched_generation_matches_one_at_a_time(tiny_backbone):
     assert batch == alone and len({tuple(b) for b in batch}) > 1
     texts = g.generate_batch(prompts, max_new_tokens=6)
     assert [t for t, _ in texts] == [g.generate_ids(p, 6) for p in prompts]
+
+
+def test_cli_verify(rag, tmp_path):
+    from typer.testing import CliRunner
+
+    from unified_rag.cli import app
+
+    rag.save(tmp_path / "idx")
+    r = CliRunner().invoke(app, ["verify", str(tmp_path / "idx")])
+    assert r.exit_code == 0 and "files of" in r.output and "match their checksums" in r.output
+    store = next((tmp_path / "idx").rglob("store.sqlite"))
+    data = store.read_bytes()
+    store.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    r = CliRunner().invoke(app, ["verify", str(tmp_path / "idx")])
+    assert r.exit_code == 2 and r.output.startswith("error:") and "store.sqlite does not match its checksum" in r.output

@@ -471,6 +471,17 @@ def info(index_dir: Path = IndexDir):
 
 @app.command()
 @_friendly
+def verify(index_dir: Path = IndexDir):
+    """Check every file of a saved index against its SHA-256 (load() checks only presence and sizes)."""
+    m = _check_index_dir(index_dir)
+    from unified_rag.rag import UnifiedRAG
+
+    UnifiedRAG.verify(index_dir, m)
+    typer.echo(f"ok: {len(m.files)} files of {_show(index_dir)} match their checksums")
+
+
+@app.command()
+@_friendly
 def standardize(texts: List[Path] = typer.Argument(..., help="Unlabelled texts, one per line (.txt, .tsv id<TAB>text, .jsonl)."),
                 out: Path = typer.Option(..., "--out", "-o", help="Adapter dir to write."),
                 model: Optional[str] = typer.Option(None, help="Backbone (default: offline SmolLM2)."),

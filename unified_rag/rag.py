@@ -74,6 +74,7 @@ class Manifest(BaseModel):
     n_documents: int
     n_chunks: int
     files: dict[str, str]  # relative path -> sha256
+    sizes: dict[str, int] = {}  # relative path -> bytes (absent in indexes saved before 0.2.1)
     created_at: str
 
 
@@ -471,12 +472,13 @@ class UnifiedRAG:
             self.index.save(tmp / "index.faiss")
             self.store.save_to(tmp / "store.sqlite")
             self.embedder.save_pretrained(tmp / "embedder")
-            files = {}
+            files, sizes = {}, {}
             for p in sorted(tmp.rglob("*")):
                 if p.is_file() and p != tmp / OWNED:
                     with open(p, "rb") as f:
                         os.fsync(f.fileno())
-                    files[f"{version}/{p.relative_to(tmp).as_posix()}"] = sha256_file(p)
+                    rel = f"{version}/{p.relative_to(tmp).as_posix()}"
+                    files[rel], sizes[rel] = sha256_file(p), p.stat().st_size
             for d in [*(p for p in tmp.rglob("*") if p.is_dir()), tmp]:
                 _fsync_dir(d)
             os.replace(tmp, path / version)
@@ -491,7 +493,7 @@ class UnifiedRAG:
                             embedder_kind=self.embedder.kind, embedder_dim=self.embedder.dim,
                             adapter_hash=self.embedder.fingerprint, index=self.index_config,
                             chunking=self.chunk_config, n_documents=n_docs, n_chunks=n_chunks, files=files,
-                            created_at=datetime.now(timezone.utc).isoformat())
+                            sizes=sizes, created_at=datetime.now(timezone.utc).isoformat())
         atomic_write_json(path / MANIFEST, manifest.model_dump(mode="json"))
         # Only now is the old version garbage; never delete what the manifest on disk names.
         _collect_garbage(path, {version, _named_version(path) or version}, previous)
@@ -512,11 +514,35 @@ class UnifiedRAG:
         manifest_version(path, m)
         return m
 
+    @staticmethod
+    def verify(path: str | os.PathLike, m: Manifest | None = None, *, checksums: bool = True) -> Manifest:
+        """Check every file the manifest names: present, of its recorded size, and (`checksums`) of
+        its SHA-256. Raises IndexLoadError naming the first file that fails."""
+        path = Path(path)
+        m = m or UnifiedRAG.read_manifest(path)
+        for rel, digest in m.files.items():
+            f = path / rel
+            try:
+                size = f.stat().st_size if f.is_file() else None
+                if size is None:
+                    raise IndexLoadError(f"{path} is incomplete: {rel} is missing")
+                if rel in m.sizes and size != m.sizes[rel]:
+                    raise IndexLoadError(f"{path} is corrupt or truncated: {rel} has {size} bytes, the manifest "
+                                         f"records {m.sizes[rel]}")
+                if (checksums or rel not in m.sizes) and sha256_file(f) != digest:
+                    raise IndexLoadError(f"{path} is corrupt or truncated: {rel} does not match its checksum")
+            except OSError as e:
+                raise IndexLoadError(f"{path}: cannot read {rel}: {e.strerror or e}") from None
+        return m
+
     @classmethod
     def load(cls, path: str | os.PathLike, *, model: Backbone | str | None = None, embedder=None,
-             device="auto", dtype="auto", generation: GenerationConfig | dict | None = None) -> UnifiedRAG:
+             device="auto", dtype="auto", generation: GenerationConfig | dict | None = None,
+             verify: bool = False) -> UnifiedRAG:
         """Load a saved index. By default the backbone and embedder recorded in it are rebuilt; pass
         your own to share weights already in memory, and a mismatch is refused, naming both sides.
+        Every file is checked for presence and size; `verify=True` also checks every SHA-256 (at
+        1M vectors the flat index alone is 2.2 GB), as `unified-rag verify DIR` does.
         Takes no lock: if a concurrent save() replaces the version being read, the new one is read."""
         path = Path(path)
         m = cls.read_manifest(path)
@@ -524,16 +550,7 @@ class UnifiedRAG:
         for attempt in range(_LOAD_TRIES):
             try:
                 version = manifest_version(path, m)
-                for rel, digest in m.files.items():
-                    f = path / rel
-                    if not f.is_file():
-                        raise IndexLoadError(f"{path} is incomplete: {rel} is missing")
-                    try:
-                        ok = sha256_file(f) == digest
-                    except OSError as e:
-                        raise IndexLoadError(f"{path}: cannot read {rel}: {e.strerror or e}") from None
-                    if not ok:
-                        raise IndexLoadError(f"{path} is corrupt or truncated: {rel} does not match its checksum")
+                cls.verify(path, m, checksums=verify)
                 if backbone is None:
                     if isinstance(embedder, Embedder):
                         backbone = embedder.backbone
