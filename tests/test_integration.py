@@ -137,7 +137,9 @@ def test_scifact_subset_quality_floor(smol):
     assert ndcg >= SCIFACT_FLOOR
 
 
-SCIFACT_FLOOR = 0.50  # measured 0.552 (bf16, 2-core CPU); raw mean pooling: ~0.2 on SciFact
+# Measured 0.703 with the shipped LoRA default (2-core CPU, dtype auto); the standardised mean pooling
+# it replaced scored 0.552 here, raw mean pooling ~0.2. The margin covers bf16 against float32.
+SCIFACT_FLOOR = 0.65
 
 
 def test_llama_index_query_engine(smol):
