@@ -76,8 +76,9 @@ def test_one_copy_of_the_weights_and_memory():
     assert one["same_storage"] and not two["same_storage"]
     # The peak is taken after a bf16 load (measured: activations ~233 MB here, a second copy +247 MB).
     assert one["peak_mb"] - one["loaded_mb"] < 1.5 * one["param_mb"], one
-    # Resident memory once the work is done is steadier than the peak: there a second copy shows whole.
-    assert two["after_mb"] - one["after_mb"] > 0.6 * one["param_mb"], (one, two)
+    # The control's second copy shows whole before any work runs. After the work, allocator caches of
+    # about the same size blur it (CI once measured only +93 MB there), so the test compares before.
+    assert two["held_mb"] - one["held_mb"] > 0.8 * one["param_mb"], (one, two)
 
 
 def test_answer_with_numbered_sources(demo_rag):

@@ -47,6 +47,7 @@ backbone = load()
 loaded = rss_mb()
 second = load() if len(sys.argv) > 2 and sys.argv[2] == "two" else None
 gc.collect()
+held = rss_mb()  # everything loaded, nothing run yet: no activations or allocator caches to blur it
 reset_peak()
 rag = UnifiedRAG.from_pretrained(backbone)
 if second is not None:
@@ -63,5 +64,5 @@ models = [rag.embedder.backbone.model, rag.generator.backbone.model, emb._embedd
 same = all([p.data_ptr() for p in m.parameters()] == [p.data_ptr() for p in models[0].parameters()] for m in models)
 peak = peak_mb()
 gc.collect()
-print(json.dumps(dict(base_mb=base, loaded_mb=loaded, peak_mb=peak, after_mb=rss_mb(), param_mb=backbone.param_bytes() / 2**20,
+print(json.dumps(dict(base_mb=base, loaded_mb=loaded, held_mb=held, peak_mb=peak, after_mb=rss_mb(), param_mb=backbone.param_bytes() / 2**20,
                       same_storage=same, answer=ans.text, n_threads=torch.get_num_threads())))
