@@ -155,15 +155,24 @@ def summarise(out: str | os.PathLike) -> str:
     import json
 
     out = Path(out)
-    results = {s: json.loads((out / s / "results.json").read_text()) for s in dict.fromkeys(s for s, _, _ in SUMMARY)
-               if (out / s / "results.json").is_file()}
+    results = {}
+    for suite in dict.fromkeys(s for s, _, _ in SUMMARY):
+        # Later runs on the same data (scifact-supervised/ beside scifact/) add their methods to the row set;
+        # a run on other data (scifact-1500/: a sample) is a different benchmark and stays out.
+        runs = [json.loads(p.read_text()) for p in [out / suite / "results.json", *sorted(out.glob(f"{suite}-*/results.json"))]
+                if p.is_file()]
+        for r in runs:
+            if suite not in results:
+                results[suite] = {**r, "methods": dict(r["methods"])}
+            elif r.get("dataset") == results[suite].get("dataset"):
+                results[suite]["methods"] = {**r["methods"], **results[suite]["methods"]}
     names = list(dict.fromkeys(n for r in results.values() for n in r["methods"]))
     lines = ["| method | " + " | ".join(label for _, _, label in SUMMARY) + " |", "|---" * (len(SUMMARY) + 1) + "|"]
     for n in names:
         cells = [_fmt(results.get(s, {}).get("methods", {}).get(n, {}).get("metrics", {}).get(m)) or "–"
                  for s, m, _ in SUMMARY]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    env = next((r["environment"] for r in results.values()), {})
+    env = next((r["environment"] for r in results.values() if "environment" in r), {})
     lines += ["", "\\* TheoremQA is the offline stand-in for BRIGHT. – = not run or not applicable.",
               f"Machine: {env.get('cpu')} ({env.get('cpu_count')} cores), GPU: {env.get('cuda') or 'none'}, "
               f"torch {env.get('torch')}. Regenerate: `unified-rag bench all --out {out}`."]

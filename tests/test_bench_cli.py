@@ -38,3 +38,19 @@ def test_theoremqa_bm25_via_cli_and_summary(tmp_path):
     assert 0.35 < m["ndcg@10"] <= m["recall@10"] <= 1, m
     r = runner.invoke(app, ["bench", "summary", str(out)])
     assert r.exit_code == 0 and "TheoremQA nDCG@10" in (out / "summary.md").read_text()
+
+
+def test_summary_merges_later_runs_on_the_same_data_only(tmp_path):
+    def put(d, data, methods):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "results.json").write_text(json.dumps(
+            {"dataset": data, "methods": {m: {"metrics": {"ndcg@10": v}} for m, v in methods.items()}}))
+
+    full, sample = {"name": "scifact", "hash": "a"}, {"name": "scifact[1500 docs]", "hash": "b"}
+    put("scifact", full, {"bm25": 0.66, "old": 0.31})
+    put("scifact-new", full, {"bm25": 0.1, "new": 0.48})  # the first run's figure for a method stays
+    put("scifact-1500", sample, {"sample-only": 0.6})
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in runner.invoke(
+        app, ["bench", "summary", str(tmp_path)]).output.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["bm25"] == "0.6600" and rows["old"] == "0.3100" and rows["new"] == "0.4800", rows
+    assert "sample-only" not in rows
