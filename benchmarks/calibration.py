@@ -1,4 +1,6 @@
-"""Calibration on held-out *training* pairs, never on an evaluation set: the hybrid fusion weight.
+"""Calibration on held-out *training* pairs, never on an evaluation set: the hybrid fusion weight and
+the relevance cut below which `answer()` treats a source as irrelevant (and, with none left, says it
+cannot answer).
 
 The held-out set is exactly the pairs a trainer config keeps out of training (`val_examples`, the
 last ones of its seeded order): their queries, their positives, and a seeded draw of other training
@@ -12,6 +14,8 @@ import json
 import os
 import random
 from pathlib import Path
+
+import numpy as np
 
 from unified_rag.sparse import RRF_K
 
@@ -55,6 +59,7 @@ def calibrate_fusion(dense_method, ds: RetrievalSet, *, depth: int = 100, cache=
     dense, info = search(dense_method, ds.corpus, ds.queries, depth, cache=cache, batch_size=batch_size)
     sparse, _ = search(sparse_method, ds.corpus, ds.queries, depth)
     grid = [dict(dense_weight=w, **evaluate(ds.qrels, h.fuse(dense, sparse, 100), RETRIEVAL)) for w, h in hybrids.items()]
+    cut = calibrate_relevance(dense, ds.qrels)
     best = max(grid, key=lambda r: (r["ndcg@10"], -abs(r["dense_weight"] - 0.5)))  # ties: nearer even fusion
     methods = {"bm25": dict(describe(sparse_method), metrics=evaluate(ds.qrels, sparse, RETRIEVAL)),
                "dense": dict(describe(dense_method), metrics=evaluate(ds.qrels, dense, RETRIEVAL), encode=info),
@@ -62,6 +67,35 @@ def calibrate_fusion(dense_method, ds: RetrievalSet, *, depth: int = 100, cache=
                    kind="hybrid", metrics={m: best[m] for m in RETRIEVAL})}
     return dict(suite="calibration", title="Hybrid fusion weight on held-out training pairs",
                 dataset=ds.describe(), methods=methods, best_dense_weight=best["dense_weight"],
-                tables={"Fusion grid": grid}, table_plots={"Fusion grid": ("ndcg@10", "dense_weight")},
+                best_min_relevance=cut["best"]["min_relevance"],
+                tables={"Fusion grid": grid, "Relevance cut": cut["grid"]},
+                table_plots={"Fusion grid": ("ndcg@10", "dense_weight"), "Relevance cut": ("balanced", "min_relevance")},
                 notes=[f"Weighted reciprocal rank fusion, k={RRF_K}: score = w/(k + dense rank) + (1 - w)/(k + BM25 "
-                       f"rank), each ranking {depth} deep. The default is the best w here; no evaluation set is used."])
+                       f"rank), each ranking {depth} deep. The default is the best w here; no evaluation set is used.",
+                       "Relevance cut: 'answered' is the share of queries whose best passage reaches the cut with "
+                       "every passage present; 'declined' the share whose best passage falls below it once the "
+                       "query's own passage is left out; 'gold_kept' the share of own passages that reach it. The "
+                       f"default cut is the highest that keeps 95% of them: {cut['best']['min_relevance']} (answered "
+                       f"{cut['best']['answered']:.2f}, declined {cut['best']['declined']:.2f}). The best balanced "
+                       f"accuracy, (answered + declined) / 2, is {cut['balanced']['balanced']:.2f} at "
+                       f"{cut['balanced']['min_relevance']}: the passages left once the own one is out are often "
+                       "on the same topic (SQuAD sentences of one article), so no cut separates the two cases well."])
+
+
+def calibrate_relevance(dense: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]], steps: int = 41,
+                        keep: float = 0.95) -> dict:
+    """The relevance cut: the highest cosine that still keeps `keep` of the queries' own passages, so
+    that it drops sources that are plainly unrelated but almost never a relevant one. Beside it, how
+    well each cut tells 'the index holds this query's passage' from 'it does not', by the best cosine
+    each query finds with and without its own passage (a dense run of cosines, deep enough for both)."""
+    with_gold = np.array([max(dense[q].values()) for q in qrels])
+    without = np.array([max((s for d, s in dense[q].items() if d not in qrels[q]), default=-1.0) for q in qrels])
+    gold = np.array([max((dense[q].get(d, -1.0) for d in qrels[q])) for q in qrels])  # -1: below the run's depth
+    lo, hi = float(min(with_gold.min(), without.min())), float(max(with_gold.max(), without.max()))
+    grid = []
+    for t in dict.fromkeys(round(float(v), 3) for v in np.linspace(lo, hi, steps)):
+        answered, declined = float((with_gold >= t).mean()), float((without < t).mean())
+        grid.append(dict(min_relevance=t, answered=answered, declined=declined, gold_kept=float((gold >= t).mean()),
+                         balanced=(answered + declined) / 2))
+    keeping = [r for r in grid if r["gold_kept"] >= keep] or grid[:1]
+    return dict(grid=grid, best=keeping[-1], balanced=max(grid, key=lambda r: (r["balanced"], -r["min_relevance"])))

@@ -2,7 +2,8 @@
 
 One index of every paragraph, one seeded sample of questions, three settings through the same
 generator: closed-book (the question alone), RAG (`UnifiedRAG.answer`, the default pipeline) and
-oracle (the gold paragraph as the only source: this generator's ceiling). A fourth set asks questions
+oracle (the gold paragraph as the only source: this generator's ceiling), plus RAG in extractive mode
+(the one source sentence nearest the question, no generation). A last set asks questions
 whose gold paragraph has been deleted from the index, to measure how often the pipeline declines.
 
 Answers are scored with SQuAD v1.1's official normalisation (lowercase, no punctuation, no articles,
@@ -76,6 +77,7 @@ def _score(rows: list[dict]) -> dict[str, float]:
     if "cited" in rows[0]:
         cited = [r for r in rows if r["cited"]]
         out["citation_rate"] = len(cited) / len(rows)
+        out["citation_rate_model"] = float(np.mean([r["cited_by_model"] for r in rows]))  # before attribution
         out["citation_precision"] = (float(np.mean([np.mean(r["cited_ok"]) for r in cited])) if cited else 0.0)
     if "retrieved" in rows[0]:
         out["recall@k"] = float(np.mean([r["retrieved"] for r in rows]))
@@ -99,13 +101,14 @@ def run_rag_qa(rag, data=None, *, n_questions: int = 500, n_unanswerable: int = 
     rag.add_documents([Document(id=d, text=t) for d, t in ds.corpus.items()], batch_size=batch_size)
     index_s = time.perf_counter() - t0
     g = rag.generator
-    rows: dict[str, list[dict]] = {"closed-book": [], "rag": [], "oracle": []}
+    rows: dict[str, list[dict]] = {"closed-book": [], "rag": [], "rag-extractive": [], "oracle": []}
     for q in tqdm(sample, desc="rag-qa", unit="question"):
         question, golds = ds.queries[q], answers[q]
         for setting in rows:
             t = time.perf_counter()
-            if setting == "rag":
-                ans = rag.answer(question, k=k, max_new_tokens=max_new_tokens, mode=mode)
+            if setting.startswith("rag"):
+                ans = rag.answer(question, k=k, max_new_tokens=max_new_tokens, retrieval=mode,
+                                 mode="extractive" if setting == "rag-extractive" else "generative", max_sentences=1)
                 text, sources = ans.text, ans.sources
             else:
                 hits = [] if setting == "closed-book" else [Hit(rank=1, score=1.0, text=ds.corpus[gold[q]],
@@ -114,9 +117,10 @@ def run_rag_qa(rag, data=None, *, n_questions: int = 500, n_unanswerable: int = 
                 text = g.generate_ids(ids, max_new_tokens)
             row = dict(em=exact_match(text, golds), f1=token_f1(text, golds), refused=is_refusal(text),
                        seconds=time.perf_counter() - t)
-            if setting == "rag":
+            if setting.startswith("rag"):
                 row.update(cited=ans.cited, cited_ok=[_cites_gold(sources[n - 1], gold[q], golds) for n in ans.cited],
-                           retrieved=any(h.doc_id == gold[q] for h in sources))
+                           cited_by_model=any(c.origin == "model" for c in ans.citations),
+                           retrieved=any(h.doc_id == gold[q] for h in sources), refused=not ans.answerable or row["refused"])
             rows[setting].append(row)
     # Unanswerable: the same pipeline after the held-out questions' gold paragraphs are deleted.
     removed = sorted({gold[q] for q in held} - {gold[q] for q in sample})
@@ -125,19 +129,24 @@ def run_rag_qa(rag, data=None, *, n_questions: int = 500, n_unanswerable: int = 
         rag.delete(removed)
         for q in tqdm(held, desc="rag-qa unanswerable", unit="question"):
             t = time.perf_counter()
-            ans = rag.answer(ds.queries[q], k=k, max_new_tokens=max_new_tokens, mode=mode)
+            ans = rag.answer(ds.queries[q], k=k, max_new_tokens=max_new_tokens, retrieval=mode)
             rows.setdefault("unanswerable", []).append(dict(em=exact_match(ans.text, answers[q]),
                                                             f1=token_f1(ans.text, answers[q]),
-                                                            refused=is_refusal(ans.text), seconds=time.perf_counter() - t))
+                                                            refused=not ans.answerable or is_refusal(ans.text),
+                                                            seconds=time.perf_counter() - t))
     methods = {s: dict(kind=s, metrics=_score(r), n=len(r)) for s, r in rows.items()}
     f1 = {s: m["metrics"]["f1"] for s, m in methods.items()}
     notes = [f"{len(sample)} questions drawn with seed {seed} from {len(qids)}; index of all {len(ds.corpus)} "
-             f"paragraphs built in {index_s:.0f} s; k={k}, mode={mode}, max_new_tokens={max_new_tokens}.",
+             f"paragraphs built in {index_s:.0f} s; k={k}, retrieval={mode}, max_new_tokens={max_new_tokens}, "
+             f"relevance cut {rag.min_relevance}.",
+             "citation_rate: answers whose final text cites a valid [n]; citation_rate_model: answers where the "
+             "generator wrote one itself (the rest were attributed by embedding).",
              f"RAG F1 is {f1['rag'] / f1['oracle']:.0%} of the oracle's" if f1.get("oracle") else "oracle F1 is 0",
              "unanswerable: questions whose gold paragraph was deleted from the index; 'cannot_answer' is the "
              "share of replies that decline (regex in benchmarks/rag_qa.py)."]
     return dict(suite="rag-qa", title=f"End-to-end RAG QA: squad-rag ({len(sample)} questions)",
                 dataset=dict(ds.describe(), sample=len(sample), unanswerable=len(held), removed=len(removed), seed=seed),
                 main_metric="f1", methods=methods, notes=notes,
-                config=dict(k=k, mode=mode, max_new_tokens=max_new_tokens, embedder=rag.embedder.kind,
+                config=dict(k=k, mode=mode, max_new_tokens=max_new_tokens, min_relevance=rag.min_relevance,
+                            embedder=rag.embedder.kind,
                             embedder_fingerprint=rag.embedder.fingerprint, backbone=rag.backbone.name))

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "embedder_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
+# Beside an adapter: the cosine below which answer() treats a source as irrelevant, calibrated for that
+# adapter on held-out training pairs (`unified-rag bench calibrate`). Not part of the fingerprint.
+RELEVANCE_NAME = "relevance.json"
 
 
 class EmbedderConfig(BaseModel):
@@ -46,6 +49,7 @@ class Embedder(torch.nn.Module):
     config_class: ClassVar[type[EmbedderConfig]] = EmbedderConfig
     n_special: int = 0  # learned tokens appended after the text (LLM2Vec-Gen, GEM)
     padding_side: str = "right"
+    relevance_cut: float | None = None  # from RELEVANCE_NAME; cosines are not comparable across embedders
 
     def __init__(self, backbone: Backbone, config: EmbedderConfig | None = None, **overrides):
         super().__init__()
@@ -180,6 +184,8 @@ class Embedder(torch.nn.Module):
         from safetensors.torch import save as save_bytes
 
         atomic_write_bytes(path / WEIGHTS_NAME, save_bytes(self.adapter_state()))
+        if self.relevance_cut is not None:
+            atomic_write_json(path / RELEVANCE_NAME, {"min_relevance": self.relevance_cut})
         atomic_write_json(path / CONFIG_NAME, {**self.config.model_dump(), "backbone": self.backbone.name,
                                                "backbone_fingerprint": self.backbone.fingerprint})
 
@@ -204,6 +210,7 @@ class Embedder(torch.nn.Module):
         if trained_on[1] and trained_on[1] != backbone.fingerprint:
             log.warning("adapter %s was made for backbone %s, loading onto %s", path, trained_on[0], backbone.name)
         emb = klass(backbone, config)
+        emb.relevance_cut = _relevance_cut(path)
         if (path / WEIGHTS_NAME).is_file():
             try:
                 state = load_file(path / WEIGHTS_NAME)
@@ -214,6 +221,18 @@ class Embedder(torch.nn.Module):
 
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         self.load_state_dict(state, strict=True)
+
+
+def _relevance_cut(path: Path) -> float | None:
+    if not (path / RELEVANCE_NAME).is_file():
+        return None
+    try:
+        cut = json.loads((path / RELEVANCE_NAME).read_text())["min_relevance"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelLoadError(f"{path / RELEVANCE_NAME} is not a valid relevance file: {e}") from None
+    if not isinstance(cut, (int, float)) or isinstance(cut, bool) or not -1 <= cut <= 1:
+        raise ModelLoadError(f"{path / RELEVANCE_NAME}: min_relevance must be a cosine in [-1, 1], got {cut!r}")
+    return float(cut)
 
 
 def cast_adapter(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype = torch.bfloat16) -> Path:
@@ -232,6 +251,8 @@ def cast_adapter(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dt
     if state:
         atomic_write_bytes(dst / WEIGHTS_NAME, save_bytes(
             {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}))
+    if (src / RELEVANCE_NAME).is_file():
+        atomic_write_bytes(dst / RELEVANCE_NAME, (src / RELEVANCE_NAME).read_bytes())
     atomic_write_bytes(dst / CONFIG_NAME, (src / CONFIG_NAME).read_bytes())  # config last: the dir is whole
     return dst
 

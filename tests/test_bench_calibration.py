@@ -44,3 +44,18 @@ def test_fusion_grid_ends_are_the_two_rankings(tiny_backbone, tmp_path):
     assert grid[0.0]["ndcg@10"] == pytest.approx(r["methods"]["bm25"]["metrics"]["ndcg@10"])
     assert grid[1.0]["ndcg@10"] == pytest.approx(r["methods"]["dense"]["metrics"]["ndcg@10"])
     assert grid[r["best_dense_weight"]]["ndcg@10"] == max(row["ndcg@10"] for row in grid.values())
+
+
+def test_relevance_cut_separates_with_and_without_the_own_passage():
+    from benchmarks.calibration import calibrate_relevance
+
+    qrels = {"a": {"pa": 1}, "b": {"pb": 1}}
+    dense = {"a": {"pa": 0.9, "x": 0.4}, "b": {"pb": 0.8, "y": 0.5}}  # own passages high, others low
+    r = calibrate_relevance(dense, qrels)
+    best, balanced = r["best"], r["balanced"]
+    assert 0.5 < balanced["min_relevance"] <= 0.8 and balanced["answered"] == balanced["declined"] == 1.0
+    assert best["min_relevance"] == 0.8 and best["gold_kept"] == 1.0  # the highest cut keeping both own passages
+    strict = calibrate_relevance(dense, qrels, keep=0.5)["best"]  # may drop one of the two
+    assert strict["min_relevance"] == 0.9 and strict["gold_kept"] == 0.5
+    assert [row["min_relevance"] for row in r["grid"]] == sorted(row["min_relevance"] for row in r["grid"])
+    assert r["grid"][0]["answered"] == 1.0 and r["grid"][0]["declined"] == 0.0  # the lowest cut declines nothing

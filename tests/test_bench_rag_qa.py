@@ -48,6 +48,8 @@ def test_suite_runs_end_to_end_on_the_tiny_model(tiny_backbone, tmp_path):
         assert 0 <= m[name]["metrics"]["f1"] <= 1 and m[name]["metrics"]["latency_p50_s"] > 0
     assert {"citation_rate", "citation_precision", "recall@k"} <= set(m["rag"]["metrics"])
     assert "citation_rate" not in m["oracle"]["metrics"]
+    ex = m["rag-extractive"]["metrics"]  # every quoted sentence carries its source number, none by the model
+    assert ex["citation_rate"] == 1.0 and ex["citation_rate_model"] == 0.0 and ex["recall@k"] == m["rag"]["metrics"]["recall@k"]
     # Unanswerable questions count only where their gold paragraph was really removed from the index.
     assert m["unanswerable"]["n"] >= 1 and rag.store.count()[0] == 8 - r["dataset"]["removed"]
     with pytest.raises(InputError, match="empty UnifiedRAG"):

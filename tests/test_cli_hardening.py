@@ -253,6 +253,12 @@ def test_warnings_print_as_one_line_and_the_happy_path_still_works(files, monkey
     r = runner.invoke(app, ["ask", "out", "What is the capital of France?", "-k", "1", "--max-new-tokens", "3",
                             "--no-stream"])
     assert r.exit_code == 0 and "Sources:" in r.output, r.output
+    r = runner.invoke(app, ["ask", "out", "What is the capital of France?", "-k", "1", "--extractive"])
+    assert r.exit_code == 0 and "[1]" in r.output.splitlines()[0] and ">[1]" in r.output, r.output
+    r = runner.invoke(app, ["ask", "out", "What is the capital of France?", "-k", "2", "--min-relevance", "1"])
+    assert r.exit_code == 0 and "cannot answer" in r.output and "Sources:" not in r.output, r.output
+    r = runner.invoke(app, ["ask", "out", "q", "--min-relevance", "2"])
+    assert r.exit_code == 2 and "--min-relevance" in r.output, r.output
 
 
 # --- fuzz: random argument lists never end in an unhandled exception ----------------------------

@@ -20,7 +20,7 @@ _EXPORTS = {
     ".rag": ["AnswerStream", "UnifiedRAG", "library_version"],
     ".readers": ["read_documents"],
     ".store": ["DocStore"],
-    ".types": ["Answer", "Document", "Hit"],
+    ".types": ["Answer", "Citation", "Document", "Hit"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE) + ["__version__"]

@@ -434,31 +434,50 @@ def search(index_dir: Path = IndexDir, query: str = typer.Argument(..., help="Wh
 @app.command()
 @_friendly
 def ask(index_dir: Path = IndexDir, question: str = typer.Argument(..., help="The question to answer."),
-        k: int = typer.Option(5, "-k", help="Sources retrieved and given to the model."),
+        k: int = typer.Option(5, "-k", help="Sources retrieved; only those passing the relevance cut are used."),
         max_new_tokens: int = typer.Option(256, help="Longest answer, in tokens."), mode: Mode = ModeOption,
+        extractive: bool = typer.Option(False, "--extractive", help="Quote the source sentences nearest the "
+                                        "question instead of generating."),
+        min_relevance: Optional[float] = typer.Option(None, help="Cosine a source needs to be used (default: the "
+                                                      "embedder's calibrated cut; -1 uses every source)."),
         stream: bool = typer.Option(True, help="Print as it is generated."), verbose: bool = Verbose):
-    """Answer a question from the index, citing numbered sources."""
+    """Answer a question from the index, citing numbered sources, or say it cannot."""
     _check_positive(max_new_tokens=max_new_tokens)
     _check_text(question, "the question")
+    if min_relevance is not None and not -1 <= min_relevance <= 1:
+        raise typer.BadParameter("a cosine in [-1, 1]", param_hint="--min-relevance")
     _check_index_dir(index_dir, k)
     _quiet(verbose)
     from unified_rag.rag import UnifiedRAG
 
     rag = UnifiedRAG.load(index_dir)
-    if stream:
-        s = rag.stream_answer(question, k=k, max_new_tokens=max_new_tokens, mode=mode.value)
-        for piece in s:
-            typer.echo(piece, nl=False)
-            sys.stdout.flush()
-        typer.echo()
+    if min_relevance is not None:
+        rag.min_relevance = min_relevance
+    if stream and not extractive:
+        s = rag.stream_answer(question, k=k, max_new_tokens=max_new_tokens, retrieval=mode.value)
+        streamed = "".join(_echo_pieces(s)).strip()
         ans = s.answer
+        if ans.text != streamed:  # citations were attributed after the text was generated
+            typer.echo(f"\nWith citations: {ans.text}")
     else:
-        ans = rag.answer(question, k=k, max_new_tokens=max_new_tokens, mode=mode.value)
+        ans = rag.answer(question, k=k, max_new_tokens=max_new_tokens, retrieval=mode.value,
+                         mode="extractive" if extractive else "generative")
         typer.echo(ans.text)
-    typer.echo("\nSources:")
+    if not ans.sources:
+        return
+    origin = {c.source: c.origin for c in sorted(ans.citations, key=lambda c: c.origin != "model")}
+    typer.echo("\nSources: (* cited by the model, + attributed by embedding, > quoted)")
     for h in ans.sources:
-        mark = "*" if h.rank in ans.cited else " "
-        typer.echo(f"{mark}[{h.rank}] {h.doc_id}  ({h.score:.3f})")
+        mark = {"model": "*", "attributed": "+", "extracted": ">"}.get(origin.get(h.rank), " ")
+        typer.echo(f"{mark}[{h.rank}] {h.doc_id}  (score {h.score:.3f}, relevance {h.relevance:.3f})")
+
+
+def _echo_pieces(stream):
+    for piece in stream:
+        typer.echo(piece, nl=False)
+        sys.stdout.flush()
+        yield piece
+    typer.echo()
 
 
 @app.command()

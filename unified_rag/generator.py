@@ -27,6 +27,7 @@ class GenerationConfig(BaseModel):
     repetition_penalty: float = 1.1
     system_prompt: str = SYSTEM_PROMPT
     max_source_tokens: int = 384  # per source; keeps one long chunk from crowding out the rest
+    no_answer_text: str = "I cannot answer that from the indexed documents: none of them is relevant enough."
 
 
 class Generator:

@@ -71,6 +71,15 @@ class VectorIndex:
                 out.append(faiss.rev_swig_ptr(inv.get_ids(lst), n).copy())
         return np.concatenate(out).astype(np.int64, copy=False) if out else np.empty(0, dtype=np.int64)
 
+    def vectors(self, ids: list[int]) -> np.ndarray | None:
+        """The stored vectors of `ids`, or None where the index cannot give them back (IVF keeps no id map)."""
+        if not hasattr(self.index, "id_map"):
+            return None
+        try:
+            return np.stack([self.index.reconstruct(int(i)) for i in ids]).astype(np.float32, copy=False)
+        except RuntimeError:  # an id that is not stored
+            return None
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:

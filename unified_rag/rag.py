@@ -26,6 +26,7 @@ from .chunking import ChunkConfig, chunk_text
 from .errors import (EmbedderMismatchError, EmptyCorpusError, IndexLoadError, IndexLockedError, InputError,
                      ModelLoadError)
 from .generator import GenerationConfig, Generator, cited_numbers
+from .grounding import extract, ground
 from .index import IndexConfig, VectorIndex
 from .io import _fsync_dir, atomic_write_json, check_save_target, sha256_file
 from .readers import read_documents
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 RetrievalMode = Literal["dense", "sparse", "hybrid"]
 RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
+AnswerMode = Literal["generative", "extractive"]
+ANSWER_MODES = ("generative", "extractive")
+_UNSET: Any = object()
 FORMAT_VERSION = 1
 LOCK = ".unified-rag.lock"  # writers (save) hold it; readers (load) never touch it
 OWNED = ".unified-rag-owned"  # written first into every folder save() makes; cleanup deletes only those
@@ -192,10 +196,11 @@ def _names_a_path(s: str) -> bool:
 
 
 class AnswerStream:
-    """Iterate for text pieces as they are generated; `sources` is known before the first piece."""
+    """Iterate for text pieces as they are generated; `sources` is known before the first piece.
+    `answer`, read after the stream ends, is the grounded Answer (citations attributed as in `answer()`)."""
 
-    def __init__(self, pieces: Iterator[str], sources: list[Hit]):
-        self._pieces, self.sources, self.text = pieces, sources, ""
+    def __init__(self, pieces: Iterator[str], sources: list[Hit], finish=None):
+        self._pieces, self.sources, self.text, self._finish = pieces, sources, "", finish
 
     def __iter__(self) -> Iterator[str]:
         for p in self._pieces:
@@ -204,6 +209,8 @@ class AnswerStream:
 
     @property
     def answer(self) -> Answer:
+        if self._finish is not None:
+            return self._finish(self.text)
         return Answer(text=self.text.strip(), sources=self.sources, cited=cited_numbers(self.text, len(self.sources)))
 
 
@@ -223,6 +230,9 @@ class UnifiedRAG:
         self.sparse, self._sparse_lock = SparseIndex(), threading.Lock()
         self.hybrid_depth = 100  # how deep each ranking goes into the fusion
         self.hybrid_dense_weight = HYBRID_DENSE_WEIGHT
+        # answer() uses only sources whose cosine with the query reaches this (None: all of them). The
+        # default is the embedder's calibrated cut (relevance.json beside a shipped adapter), or None.
+        self.min_relevance: float | None = getattr(embedder, "relevance_cut", None)
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | Backbone | None = None, *, embedder="auto",
@@ -361,6 +371,10 @@ class UnifiedRAG:
         the same chunk store; "hybrid": weighted reciprocal rank fusion of both, each
         cut at `hybrid_depth`, with `hybrid_dense_weight` on the dense ranking (unified_rag.sparse).
         A hit's score is the cosine (dense), the BM25 score (sparse) or the fused RRF score (hybrid)."""
+        return self._search(query, k, mode)[0]
+
+    def _search(self, query: str, k: int, mode: str) -> tuple[list[Hit], np.ndarray | None]:
+        """`retrieve()`, and the query vector where the mode computed one."""
         if mode not in RETRIEVAL_MODES:
             raise InputError(f"mode must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
         if not isinstance(query, str) or not query.strip():
@@ -374,13 +388,14 @@ class UnifiedRAG:
             raise EmptyCorpusError("the index is empty: add documents first")
         if k > n:
             raise InputError(f"k={k} but the index holds only {n} chunks")
+        qvec = None if mode == "sparse" else self._encode_query(query)
         if mode == "dense":
-            ranked = self._dense(query, k)
+            ranked = self._dense(qvec, k)
         elif mode == "sparse":
             ranked = self._sparse(query, k)
         else:
             depth = min(max(k, self.hybrid_depth), n)
-            fused = hybrid_fusion([i for i, _ in self._dense(query, depth)], [i for i, _ in self._sparse(query, depth)],
+            fused = hybrid_fusion([i for i, _ in self._dense(qvec, depth)], [i for i, _ in self._sparse(query, depth)],
                                   self.hybrid_dense_weight)
             ranked = fused[:k]
         rows = {r["chunk_id"]: r for r in self.store.chunks([i for i, _ in ranked])}
@@ -388,10 +403,10 @@ class UnifiedRAG:
         for i, s in ranked:
             if (r := rows.get(i)) is not None:
                 hits.append(Hit(rank=len(hits) + 1, score=float(s), **r))
-        return hits
+        return hits, qvec
 
-    def _dense(self, query: str, k: int) -> list[tuple[int, float]]:
-        scores, ids = self.index.search(self._encode_query(query), k)
+    def _dense(self, qvec: np.ndarray, k: int) -> list[tuple[int, float]]:
+        scores, ids = self.index.search(qvec, k)
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
 
     def _sparse(self, query: str, k: int) -> list[tuple[int, float]]:
@@ -417,19 +432,87 @@ class UnifiedRAG:
                           "to search", stacklevel=3)
         return self.embedder.encode_queries([query], show_progress_bar=False, warn_truncation=False)
 
-    def answer(self, query: str, k: int = 5, max_new_tokens: int = 256, mode: RetrievalMode = "dense") -> Answer:
-        self._check_max_new_tokens(max_new_tokens)
-        hits = self.retrieve(query, k, mode)
-        ids, used = self.generator.rag_prompt(query, hits, max_new_tokens)
-        text = self.generator.generate_ids(ids, max_new_tokens)
-        return Answer(text=text, sources=used, cited=cited_numbers(text, len(used)))
+    def _answer_modes(self, mode: str, retrieval: str) -> tuple[str, str]:
+        if mode in RETRIEVAL_MODES:  # answer(q, mode="hybrid") meant the retrieval mode before answer modes existed
+            mode, retrieval = "generative", mode
+        if mode not in ANSWER_MODES:
+            raise InputError(f"mode must be one of {', '.join(ANSWER_MODES)}, got {mode!r}")
+        if retrieval not in RETRIEVAL_MODES:
+            raise InputError(f"retrieval must be one of {', '.join(RETRIEVAL_MODES)}, got {retrieval!r}")
+        return mode, retrieval
 
-    def stream_answer(self, query: str, k: int = 5, max_new_tokens: int = 256,
-                      mode: RetrievalMode = "dense") -> AnswerStream:
+    def _source_vectors(self, hits: list[Hit]) -> np.ndarray:
+        """The hits' unit vectors: read back from FAISS where it can, else embedded again."""
+        v = self.index.vectors([h.chunk_id for h in hits]) if hits else None
+        return self._encode([h.text for h in hits], "documents") if v is None else v
+
+    def _encode(self, texts: list[str], side: str) -> np.ndarray:
+        quiet = dict(warn_truncation=False) if isinstance(self.embedder, Embedder) else {}  # outside ones lack it
+        return getattr(self.embedder, f"encode_{side}")(texts, show_progress_bar=False, **quiet)
+
+    def _relevant(self, query: str, k: int, retrieval: str, min_relevance) -> tuple[list[Hit], np.ndarray]:
+        """The retrieved hits that pass the relevance cut, renumbered, each with its cosine; and the query vector."""
+        cut = self.min_relevance if min_relevance is _UNSET else min_relevance
+        if cut is not None and (not isinstance(cut, (int, float)) or isinstance(cut, bool) or not -1 <= cut <= 1):
+            raise InputError(f"min_relevance must be a cosine in [-1, 1] or None, got {cut!r}")
+        hits, qvec = self._search(query, k, retrieval)
+        qvec = (self._encode_query(query) if qvec is None else qvec).reshape(-1)
+        scores = self._source_vectors(hits) @ qvec if hits else np.empty(0)
+        kept = [(h, float(s)) for h, s in zip(hits, scores) if cut is None or s >= cut]
+        return [h.model_copy(update={"rank": i + 1, "relevance": s}) for i, (h, s) in enumerate(kept)], qvec
+
+    def _embed_sentences(self, sentences: list[str]) -> np.ndarray:
+        return self._encode(sentences, "queries")
+
+    def _cannot_answer(self, mode: str) -> Answer:
+        return Answer(text=self.generator.config.no_answer_text, sources=[], answerable=False, mode=mode)
+
+    def _grounded(self, text: str, used: list[Hit]) -> Answer:
+        text, citations = ground(text, len(used), self._source_vectors(used), self._embed_sentences)
+        return Answer(text=text, sources=used, cited=cited_numbers(text, len(used)), citations=citations)
+
+    def answer(self, query: str, k: int = 5, max_new_tokens: int = 256, mode: AnswerMode = "generative", *,
+               retrieval: RetrievalMode = "dense", min_relevance: float | None = _UNSET,
+               max_sentences: int = 3) -> Answer:
+        """Answer from the k best chunks that pass the relevance cut (`min_relevance`, default
+        `self.min_relevance`); with none passing, a clear "cannot answer" (`Answer.answerable` False).
+
+        mode "generative": the generator writes the answer citing [n]; a sentence it leaves without a
+        valid citation gets its nearest source by embedding (`Answer.citations` says which is which).
+        mode "extractive": the `max_sentences` source sentences nearest the question, each cited.
+        `retrieval`: "dense", "sparse" or "hybrid", as in `retrieve()`."""
+        mode, retrieval = self._answer_modes(mode, retrieval)
         self._check_max_new_tokens(max_new_tokens)
-        hits = self.retrieve(query, k, mode)
+        hits, qvec = self._relevant(query, k, retrieval, min_relevance)
+        if not hits:
+            return self._cannot_answer(mode)
+        if mode == "extractive":
+            if not isinstance(max_sentences, int) or isinstance(max_sentences, bool) or max_sentences < 1:
+                raise InputError(f"max_sentences must be a positive integer, got {max_sentences!r}")
+            text, citations = extract(qvec, [h.text for h in hits], self._embed_sentences, max_sentences)
+            return Answer(text=text, sources=hits, cited=cited_numbers(text, len(hits)), citations=citations,
+                          mode="extractive")
         ids, used = self.generator.rag_prompt(query, hits, max_new_tokens)
-        return AnswerStream(self.generator.stream_ids(ids, max_new_tokens), used)
+        return self._grounded(self.generator.generate_ids(ids, max_new_tokens), used)
+
+    def stream_answer(self, query: str, k: int = 5, max_new_tokens: int = 256, mode: AnswerMode = "generative", *,
+                      retrieval: RetrievalMode = "dense", min_relevance: float | None = _UNSET,
+                      max_sentences: int = 3) -> AnswerStream:
+        """`answer()` as it is generated. The pieces are the generator's own text; the stream's `answer`,
+        read once it ends, adds the attributed citations. "cannot answer" and extractive answers come whole."""
+        mode, retrieval = self._answer_modes(mode, retrieval)
+        self._check_max_new_tokens(max_new_tokens)
+        if mode == "extractive":
+            done = self.answer(query, k, max_new_tokens, mode, retrieval=retrieval, min_relevance=min_relevance,
+                               max_sentences=max_sentences)
+            return AnswerStream(iter([done.text]), done.sources, finish=lambda _text: done)
+        hits, _ = self._relevant(query, k, retrieval, min_relevance)
+        if not hits:
+            no = self._cannot_answer("generative")
+            return AnswerStream(iter([no.text]), [], finish=lambda _text: no)
+        ids, used = self.generator.rag_prompt(query, hits, max_new_tokens)
+        return AnswerStream(self.generator.stream_ids(ids, max_new_tokens), used,
+                            finish=lambda text: self._grounded(text, used))
 
     # --- persistence ----------------------------------------------------------------------------
     def info(self) -> dict:

@@ -1,7 +1,7 @@
 """Public data types: what goes in (Document) and what comes out (Hit, Answer)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -57,12 +57,23 @@ class Hit(BaseModel):
     chunk_index: int = 0
     source: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    relevance: float | None = None  # cosine of query and chunk by the shared embedder, when the answer path computed it
+
+
+class Citation(BaseModel):
+    """Answer sentence `sentence` (0-based) is backed by source number `source` (1-based, as in the text)."""
+    sentence: int
+    source: int
+    origin: Literal["model", "attributed", "extracted"]  # the generator wrote it / embeddings added it / extractive
 
 
 class Answer(BaseModel):
     text: str
     sources: list[Hit]  # sources[i] is cited as [i + 1]
     cited: list[int] = Field(default_factory=list)  # the numbers the text actually cites
+    citations: list[Citation] = Field(default_factory=list)
+    answerable: bool = True  # False: no source passed the relevance cut, and `text` says it cannot answer
+    mode: Literal["generative", "extractive"] = "generative"
 
     def __str__(self) -> str:
         refs = "\n".join(f"[{h.rank}] {h.doc_id} ({h.source or 'inline'})" for h in self.sources)
