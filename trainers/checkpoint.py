@@ -5,7 +5,9 @@
     optimizer.json          its param groups and scalar state
     state.json              {"step": optimizer steps taken}
 
-No pickle anywhere; the frozen backbone is never copied.
+No pickle anywhere; the frozen backbone is never copied. On several processes, process 0 writes
+them; after DDP's averaged step every process holds the same state, so nothing in them depends on
+the number of processes and a run resumes on another number (loop.py).
 """
 from __future__ import annotations
 

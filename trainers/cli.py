@@ -2,12 +2,14 @@
 
 Options given on the command line override the config file. Heavy imports happen inside the commands,
 so `unified-rag --help` stays fast. Several GPUs: prefix with accelerate, e.g.
-`accelerate launch --num_processes 8 -m unified_rag.cli train gem --config gem.json --out runs/gem`.
+`accelerate launch --num_processes 8 -m unified_rag.cli train gem --config gem.json --out runs/gem`
+(several CPU processes: `torchrun --standalone --nproc_per_node 2 -m unified_rag.cli train ...`).
 """
 from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -72,7 +74,8 @@ def _train(method: str, config: Optional[Path], out: Path, **overrides) -> None:
         typer.secho(f"interrupted: rerun with --resume to continue from the last checkpoint in {out}",
                     fg="yellow", err=True)
         raise typer.Exit(130) from None
-    typer.echo(f"adapter written to {adapter}; log {out / 'train_log.jsonl'}, plot {out / 'loss.png'}")
+    if os.environ.get("RANK", "0") == "0":  # several processes (torchrun, accelerate launch): say it once
+        typer.echo(f"adapter written to {adapter}; log {out / 'train_log.jsonl'}, plot {out / 'loss.png'}")
 
 
 def _command(method: str):

@@ -13,6 +13,8 @@ train this way. Queries carry the embedder's query instruction, passages its doc
   highest-ranked other positive for each query (`hard_negatives="bm25"`). Mining by the current
   model is not offered: it would change as the model trains and break exact resume.
 - The temperature is fixed, or learned (`learn_temperature`, clamped to [0.01, 1]).
+- On several processes the negatives are every process's rows (trainers/distributed.py): the loss
+  and its gradient are those of one process with the global batch, not of each process's slice.
 - Distillation (λ = `distill_weight` > 0) pulls a trained linear map W of the student's embedding
   of each *input* text, query and passage alike, towards the offline teacher's embedding of that
   same text. LLM2Vec-Gen aligns instead to teacher(the backbone's own *answer*), which makes the
@@ -29,6 +31,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field
 
+from .distributed import active, gather_list, gather_rows
 from .losses import cosine_distill, info_nce
 
 
@@ -107,16 +110,23 @@ class ContrastiveStage(torch.nn.Module):
         passages = positives + negatives
         q = self.embed(emb, queries, emb.config.query_instruction, o.query_max_length)
         p = self.embed(emb, passages, emb.config.document_instruction, o.passage_max_length)
+        distill = None
+        if self.teacher is not None:  # per text: this process's own rows
+            student = torch.cat([q, p[: len(positives)]])
+            target = self.teacher(queries + positives).to(q.device)
+            distill = cosine_distill(self.distill_map(student.float()), target)
+        if active():  # several processes: every process's queries, positives, then negatives, in rank order
+            n = len(positives)
+            q, p = gather_rows(q), torch.cat([gather_rows(p[:n]), gather_rows(p[n:])])
+            positives = gather_list(positives)
+            passages = positives + gather_list(negatives)
         same = torch.tensor([[i != j and passages[j] == positives[i] for j in range(len(passages))]
-                             for i in range(len(queries))], device=q.device)
+                             for i in range(len(positives))], device=q.device)
         scale = self.log_scale.clamp(0.0, math.log(100.0)).exp()
         nce = info_nce(q, p, scale, exclude=same)
         parts = {"nce": nce.item(), "scale": scale.item()}
         loss = nce
-        if self.teacher is not None:
-            student = torch.cat([q, p[: len(positives)]])
-            target = self.teacher(queries + positives).to(q.device)
-            distill = cosine_distill(self.distill_map(student.float()), target)
+        if distill is not None:
             loss = loss + o.distill_weight * distill
             parts["distill"] = distill.item()
         return loss, parts

@@ -36,6 +36,7 @@ from embedders.gem import GEMEmbedder
 from .config import LoraTrainConfig, lora_options
 from .contrastive import ContrastiveOptions, ContrastiveStage
 from .data import read_pairs, read_texts, subsample
+from .distributed import gather_rows
 from .losses import info_nce, token_ce
 from .method import Method
 from .run import run_method
@@ -111,6 +112,7 @@ class GEMMethod(Method):
             keep = [t for t in body if torch.rand((), generator=gen).item() >= self.cfg.prefix_dropout] or body[:1]
             dropped.append((ids[:n_head] + keep + ids[n_head + n_text:], n_head, len(keep)))
         a, p = e.embed_batch(e.collate(items)), e.embed_batch(e.collate(dropped))
+        a, p = gather_rows(a), gather_rows(p)  # several processes: every process's texts are negatives
         return info_nce(a, p, self.logit_scale.clamp(0, math.log(100.0)).exp())
 
     def forward(self, examples, gen, step):

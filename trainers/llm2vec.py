@@ -27,6 +27,7 @@ from embedders.llm2vec import LLM2VecEmbedder
 from .config import LoraTrainConfig, lora_options
 from .contrastive import ContrastiveOptions, ContrastiveStage, mine_bm25_negatives
 from .data import read_pairs, read_texts, subsample
+from .distributed import gather_rows
 from .losses import info_nce, token_ce
 from .method import Method
 from .run import run_method
@@ -84,7 +85,7 @@ class LLM2VecMethod(Method):
         b = self.batch(texts, self.emb.config.document_instruction)
         with self.attention_dropout(self.cfg.simcse_dropout):
             a, p = self.emb.embed_batch(b), self.emb.embed_batch(b)  # two dropout masks, one text
-        return info_nce(a, p, self.cfg.simcse_scale)
+        return info_nce(gather_rows(a), gather_rows(p), self.cfg.simcse_scale)  # negatives: every process's texts
 
     def forward(self, examples, gen, step):
         texts = [x[2] if self.supervised else x[1] for x in examples]  # MNTP/SimCSE read passages of pairs

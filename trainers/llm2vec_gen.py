@@ -300,7 +300,8 @@ def run(cfg: LLM2VecGenTrainConfig, out: str | os.PathLike, *, progress: bool = 
     acc = make_accelerator()
     backbone = load_backbone(cfg, device=acc.device)
     rows = subsample(read_texts(cfg.data), cfg.max_examples, cfg.seed)
-    write_run_info(out, cfg, "llm2vec-gen", backbone, {"teacher": _teacher_id(cfg.teacher or default_teacher())})
+    write_run_info(out, cfg, "llm2vec-gen", backbone, {"teacher": _teacher_id(cfg.teacher or default_teacher())},
+                   accelerator=acc)
     if acc.is_main_process:  # generation and the teacher run once; the other processes read the caches
         generate_responses(backbone, rows, out / "responses.jsonl", max_new_tokens=cfg.max_new_tokens,
                            batch_size=cfg.gen_batch_size, repetition_penalty=cfg.repetition_penalty, progress=progress)
@@ -311,10 +312,12 @@ def run(cfg: LLM2VecGenTrainConfig, out: str | os.PathLike, *, progress: bool = 
     acc.wait_for_everyone()
     vectors = teacher_vectors([r["response"] for r in responses], out / "teacher.safetensors", cfg.teacher)
     examples = examples_from(responses, vectors, backbone.tokenizer.eos_token)
+    torch.manual_seed(cfg.seed)  # the special-token rows' initialisation: a function of the seed, on every process
     method = LLM2VecGenMethod(backbone, cfg, vectors.shape[1])
     train(method, cfg, out, examples, accelerator=acc)
     if acc.is_main_process:
         method.save_output(out / "adapter")
+    acc.wait_for_everyone()  # no process returns before the adapter is there
     return out / "adapter"
 
 

@@ -5,8 +5,14 @@ Exact resume: the batch of every micro-step and every random draw inside it (dro
 insert positions) are functions of (seed, micro-step), never of the process's history, so a run
 resumed from a checkpoint replays the stream an uninterrupted run would have seen.
 
-Multi-GPU: `accelerate launch --num_processes 8 -m unified_rag.cli train gem --config c.json --out d`
-(accelerate wraps the Method in DDP; each process reads its own slice of every batch).
+Several processes: `accelerate launch --num_processes 8 -m unified_rag.cli train gem --config c.json --out d`
+(torchrun works too; on a machine without CUDA the processes talk over gloo). accelerate wraps the
+Method in DDP. With W processes of `batch_size` b, optimizer step t reads the same W*b*grad_accum
+examples as one process with batch W*b would, process r taking the fixed slice [r*b, (r+1)*b) of
+each micro-batch; in-batch negatives span every process's slice (trainers/distributed.py), and the
+logged numbers are means over the processes. Process 0 alone writes files (log, checkpoints, plot;
+run.json and the adapter in run.py). A checkpoint holds the optimizer step and the state every
+process shares, so a run resumes on another number of processes when W*b stays the same.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from unified_rag.errors import InputError
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distributed import mean_over_processes
 from .method import Method
 from .plot import plot_log
 
@@ -36,12 +43,18 @@ def make_accelerator():
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    # Several processes on a machine without CUDA (torchrun, or accelerate launch there): gloo on the
+    # CPU. accelerate picks that only when told cpu=True; otherwise every process runs as a lone
+    # process 0 and they all write the same files.
+    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     # Some methods leave parameters unused on some steps (GEM's NTP-only batches skip the special token).
-    return Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    return Accelerator(cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 def _batch(n: int, position: int, size: int, seed: int) -> list[int]:
-    """Examples [position, position+size) of an endless stream of seeded per-epoch permutations."""
+    """Examples [position, position+size) of an endless stream of seeded per-epoch permutations.
+    The loop reads micro-step m of process r of W at position (m*W + r)*size: the stream, and so
+    each optimizer step's examples, depend on the global batch W*size only."""
     out, cache = [], {}
     for p in range(position, position + size):
         epoch = p // n
@@ -52,6 +65,7 @@ def _batch(n: int, position: int, size: int, seed: int) -> list[int]:
 
 
 def _seed_for(cfg: TrainConfig, micro: int, rank: int) -> int:
+    """Process r's draws (dropout, masking) differ from process 0's; a single process is rank 0."""
     return (cfg.seed * 1_000_003 + micro * 101 + rank) % (2**63)
 
 
@@ -87,8 +101,10 @@ def train(method: Method, cfg: TrainConfig, out: str | os.PathLike, examples: li
     from tqdm.auto import tqdm
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     acc = accelerator or make_accelerator()
+    main = acc.is_main_process  # process 0 alone writes files; the others only read them
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     if cfg.val_examples and type(method).validate is Method.validate:
         raise InputError(f"{method.name} scores nothing held out: val_examples would only remove training data")
     if cfg.val_examples and cfg.val_examples >= len(examples):
@@ -104,17 +120,20 @@ def train(method: Method, cfg: TrainConfig, out: str | os.PathLike, examples: li
         start = load_checkpoint(ckpt, method, opt)
         log.info("resumed from %s", ckpt)
     else:
-        if (out / "checkpoints").exists():
+        if main and (out / "checkpoints").exists():
             shutil.rmtree(out / "checkpoints")  # a fresh run must not later resume someone else's state
         torch.manual_seed(cfg.seed)
         method.setup(examples)
         start = 0
+    # Every process has read the checkpoint (or seen none) before process 0 removes or prunes any.
+    acc.wait_for_everyone()
     log_path = out / "train_log.jsonl"
-    _truncate_log(log_path, start)
+    if main:
+        _truncate_log(log_path, start)
     model = acc.prepare(method)  # DDP on several processes; the Method itself on one
     bf16 = cfg.bf16 if cfg.bf16 is not None else next(method.model.parameters()).dtype == torch.bfloat16
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {method.name}",
-               disable=not acc.is_main_process, dynamic_ncols=True)
+               disable=not main, dynamic_ncols=True)
     s = LoopState(cfg=cfg, method=method, model=model, acc=acc, opt=opt, base_lrs=base_lrs,
                   params=[p for g in groups for p in g["params"]],
                   autocast=torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16),
@@ -157,6 +176,7 @@ def _loop(s: LoopState) -> None:
             acc.clip_grad_norm_(s.params, cfg.max_grad_norm)
         s.opt.step()
         s.opt.zero_grad(set_to_none=True)
+        totals = mean_over_processes(totals)  # the global batch's numbers (unchanged on one process)
         row = {"step": step + 1, **{k: round(v, 6) for k, v in totals.items()},
                "lr": s.opt.param_groups[0]["lr"], "elapsed_s": round(time.perf_counter() - s.t0, 2)}
         checkpoint = (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps

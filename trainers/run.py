@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from .config import TrainConfig
 from .loop import make_accelerator, train
 from .run_info import write_run_info
@@ -20,11 +22,13 @@ def load_backbone(cfg: TrainConfig, device=None):
 def run_method(cfg: TrainConfig, out: str | os.PathLike, name: str, rows: list, build: Callable,
                *, before: Callable | None = None, after: Callable | None = None) -> Path:
     """Load the backbone, record the run, build the Method, train, save the adapter under out/adapter.
-    `before`/`after(method, out)` let a method report something around training (GEM: perplexity)."""
+    `before`/`after(method, out)` let a method report something around training (GEM: perplexity).
+    On several processes, process 0 alone writes (run.json, the adapter, the reports)."""
     out = Path(out)
     acc = make_accelerator()
     backbone = load_backbone(cfg, device=acc.device)
-    write_run_info(out, cfg, name, backbone)
+    write_run_info(out, cfg, name, backbone, accelerator=acc)
+    torch.manual_seed(cfg.seed)  # the adapter's initialisation (LoRA A): a function of the seed, on every process
     method = build(backbone)
     if before and acc.is_main_process:
         before(method, out)
@@ -33,4 +37,5 @@ def run_method(cfg: TrainConfig, out: str | os.PathLike, name: str, rows: list, 
         method.save_output(out / "adapter")
         if after:
             after(method, out)
+    acc.wait_for_everyone()  # no process returns before the adapter is there
     return out / "adapter"
