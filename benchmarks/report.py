@@ -157,15 +157,17 @@ def summarise(out: str | os.PathLike) -> str:
     out = Path(out)
     results = {}
     for suite in dict.fromkeys(s for s, _, _ in SUMMARY):
-        # Later runs on the same data (scifact-supervised/ beside scifact/) add their methods to the row set;
-        # a run on other data (scifact-1500/: a sample) is a different benchmark and stays out.
+        # Other runs on the same data (scifact-supervised/ beside scifact/) add their methods to the row set,
+        # and where two measured one method, the newer figure stands; a run on other data (scifact-1500/:
+        # a sample) is a different benchmark and stays out.
         runs = [json.loads(p.read_text()) for p in [out / suite / "results.json", *sorted(out.glob(f"{suite}-*/results.json"))]
                 if p.is_file()]
-        for r in runs:
-            if suite not in results:
-                results[suite] = {**r, "methods": dict(r["methods"])}
-            elif r.get("dataset") == results[suite].get("dataset"):
-                results[suite]["methods"] = {**r["methods"], **results[suite]["methods"]}
+        if not runs:
+            continue
+        same = [r for r in runs if r.get("dataset") == runs[0].get("dataset")]
+        results[suite] = {**runs[0], "methods": {}}
+        for r in sorted(same, key=lambda r: r.get("environment", {}).get("time", "")):
+            results[suite]["methods"].update(r["methods"])
     names = list(dict.fromkeys(n for r in results.values() for n in r["methods"]))
     lines = ["| method | " + " | ".join(label for _, _, label in SUMMARY) + " |", "|---" * (len(SUMMARY) + 1) + "|"]
     for n in names:

@@ -41,16 +41,18 @@ def test_theoremqa_bm25_via_cli_and_summary(tmp_path):
 
 
 def test_summary_merges_later_runs_on_the_same_data_only(tmp_path):
-    def put(d, data, methods):
+    def put(d, data, methods, time):
         (tmp_path / d).mkdir()
         (tmp_path / d / "results.json").write_text(json.dumps(
-            {"dataset": data, "methods": {m: {"metrics": {"ndcg@10": v}} for m, v in methods.items()}}))
+            {"dataset": data, "environment": {"time": time},
+             "methods": {m: {"metrics": {"ndcg@10": v}} for m, v in methods.items()}}))
 
     full, sample = {"name": "scifact", "hash": "a"}, {"name": "scifact[1500 docs]", "hash": "b"}
-    put("scifact", full, {"bm25": 0.66, "old": 0.31})
-    put("scifact-new", full, {"bm25": 0.1, "new": 0.48})  # the first run's figure for a method stays
-    put("scifact-1500", sample, {"sample-only": 0.6})
+    put("scifact", full, {"bm25": 0.66, "old": 0.31, "auto": 0.40}, "2026-11-01T00:00:00Z")
+    put("scifact-a-newer", full, {"auto": 0.48}, "2026-12-01T00:00:00Z")  # the newer figure for a method stands
+    put("scifact-b-older", full, {"auto": 0.1, "extra": 0.5}, "2026-10-01T00:00:00Z")
+    put("scifact-1500", sample, {"sample-only": 0.6}, "2026-12-02T00:00:00Z")
     rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in runner.invoke(
         app, ["bench", "summary", str(tmp_path)]).output.splitlines() if line.startswith("| ") and "---" not in line}
-    assert rows["bm25"] == "0.6600" and rows["old"] == "0.3100" and rows["new"] == "0.4800", rows
-    assert "sample-only" not in rows
+    assert rows["bm25"] == "0.6600" and rows["old"] == "0.3100" and rows["auto"] == "0.4800", rows
+    assert rows["extra"] == "0.5000" and "sample-only" not in rows

@@ -462,6 +462,7 @@ class UnifiedRAG:
         return [h.model_copy(update={"rank": i + 1, "relevance": s}) for i, (h, s) in enumerate(kept)], qvec
 
     def _embed_sentences(self, sentences: list[str]) -> np.ndarray:
+        """Short sentences (an answer's, or a source's in extractive mode), embedded as queries are."""
         return self._encode(sentences, "queries")
 
     def _cannot_answer(self, mode: str) -> Answer:
@@ -483,12 +484,12 @@ class UnifiedRAG:
         `retrieval`: "dense", "sparse" or "hybrid", as in `retrieve()`."""
         mode, retrieval = self._answer_modes(mode, retrieval)
         self._check_max_new_tokens(max_new_tokens)
+        if not isinstance(max_sentences, int) or isinstance(max_sentences, bool) or max_sentences < 1:
+            raise InputError(f"max_sentences must be a positive integer, got {max_sentences!r}")
         hits, qvec = self._relevant(query, k, retrieval, min_relevance)
         if not hits:
             return self._cannot_answer(mode)
         if mode == "extractive":
-            if not isinstance(max_sentences, int) or isinstance(max_sentences, bool) or max_sentences < 1:
-                raise InputError(f"max_sentences must be a positive integer, got {max_sentences!r}")
             text, citations = extract(qvec, [h.text for h in hits], self._embed_sentences, max_sentences)
             return Answer(text=text, sources=hits, cited=cited_numbers(text, len(hits)), citations=citations,
                           mode="extractive")

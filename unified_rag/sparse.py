@@ -21,8 +21,9 @@ import numpy as np
 # pattern (\w\w+) drops one-character tokens, which SciFact claims lean on ("1", "2", "b").
 BM25_K1, BM25_B, BM25_TOKENS = 0.9, 0.4, r"[a-z0-9]+"
 RRF_K = 60  # the constant of the RRF paper; larger flattens the contribution of the top ranks
-# Best of the grid on held-out training pairs: benchmarks/results/cpu-2core/hybrid-calibration.
-HYBRID_DENSE_WEIGHT = 0.5
+# Best of the grid on held-out training pairs for the shipped `auto` adapter:
+# benchmarks/results/cpu-2core/calibration (unified-rag bench calibrate -e auto --n-docs 1000).
+HYBRID_DENSE_WEIGHT = 0.8
 
 
 def tokenize(texts: list[str]):
