@@ -54,3 +54,24 @@ def test_save_load_round_trip(tmp_path):
 def test_wrong_dim_is_rejected():
     with pytest.raises(InputError):
         VectorIndex(8).add(np.arange(2), _unit(2, 9))
+
+
+def _recall_at_10(idx, q, vecs):
+    truth = np.argsort(-(q @ vecs.T), axis=1)[:, :10]
+    got = idx.search(q, 10)[1] if not isinstance(idx, tuple) else idx[0].search(q, 10, **idx[1])[1]
+    return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)])
+
+
+def test_search_parameters_per_call_trade_speed_for_recall():
+    vecs, q = _unit(4000, 32), _unit(100, 32, seed=1)
+    hnsw = VectorIndex(32, IndexConfig(kind="hnsw", hnsw_m=4, ef_construction=8, ef_search=1))
+    hnsw.add(np.arange(4000), vecs)
+    low, high = _recall_at_10(hnsw, q, vecs), _recall_at_10((hnsw, {"ef_search": 400}), q, vecs)
+    assert high > low + 0.2, (low, high)  # a wider beam for this call only
+    assert hnsw.config.ef_search == 1 and _recall_at_10(hnsw, q, vecs) == low  # the config is untouched
+    ivf = VectorIndex(32, IndexConfig(kind="ivf", nlist=64, nprobe=1))
+    ivf.add(np.arange(4000), vecs)
+    assert _recall_at_10((ivf, {"nprobe": 64}), q, vecs) == 1.0 > _recall_at_10(ivf, q, vecs)  # every list: exact
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(InputError, match="ef_search"):
+            hnsw.search(q, 10, ef_search=bad)

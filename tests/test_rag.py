@@ -241,3 +241,13 @@ def test_cli_verify(rag, tmp_path):
     store.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     r = CliRunner().invoke(app, ["verify", str(tmp_path / "idx")])
     assert r.exit_code == 2 and r.output.startswith("error:") and "store.sqlite does not match its checksum" in r.output
+
+
+def test_retrieve_takes_search_parameters(tiny_backbone):
+    from tests.conftest import make_tiny_rag
+
+    rag = make_tiny_rag(tiny_backbone)
+    base = [h.chunk_id for h in rag.retrieve("insulin glucose", k=3)]
+    assert [h.chunk_id for h in rag.retrieve("insulin glucose", k=3, ef_search=50)] == base  # flat: exact anyway
+    with pytest.raises(InputError, match="nprobe"):
+        rag.retrieve("insulin glucose", k=3, nprobe=0)

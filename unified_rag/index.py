@@ -122,9 +122,24 @@ class VectorIndex:
             log.info("FAISS %s index (%d vectors) moved to GPU 0", self.config.kind, self.ntotal)
         return self._gpu_index
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None,
+               nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids). `ef_search` (HNSW) and `nprobe` (IVF) override the config for this call
+        only: a larger value trades speed for recall. HNSW never looks at fewer than k candidates."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        return self._searcher().search(queries, min(k, max(self.ntotal, 1)))
+        k = min(k, max(self.ntotal, 1))
+        for name, v in (("ef_search", ef_search), ("nprobe", nprobe)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise InputError(f"{name} must be a positive integer, got {v!r}")
+        params = None
+        if self.config.kind == "hnsw" and (ef_search is not None or k > self.config.ef_search):
+            params = faiss.SearchParametersHNSW(efSearch=max(ef_search or self.config.ef_search, k))
+        elif self.config.kind == "ivf" and nprobe is not None:
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+        if params is None:
+            return self._searcher().search(queries, k)
+        # Per-call parameters on the CPU index, the source of truth (the GPU copy keeps the config's).
+        return self.index.search(queries, k, params=params)
 
     def save(self, path: str | Path) -> None:
         faiss.write_index(self.index, str(path))

@@ -366,14 +366,16 @@ class UnifiedRAG:
         return self.store.count()[0]
 
     # --- retrieval and generation -------------------------------------------------------------
-    def retrieve(self, query: str, k: int = 5, mode: RetrievalMode = "dense") -> list[Hit]:
+    def retrieve(self, query: str, k: int = 5, mode: RetrievalMode = "dense", *, ef_search: int | None = None,
+                 nprobe: int | None = None) -> list[Hit]:
         """The k best chunks. mode "dense": the shared backbone's embeddings in FAISS; "sparse": BM25 over
         the same chunk store; "hybrid": weighted reciprocal rank fusion of both, each
         cut at `hybrid_depth`, with `hybrid_dense_weight` on the dense ranking (unified_rag.sparse).
-        A hit's score is the cosine (dense), the BM25 score (sparse) or the fused RRF score (hybrid)."""
-        return self._search(query, k, mode)[0]
+        A hit's score is the cosine (dense), the BM25 score (sparse) or the fused RRF score (hybrid).
+        `ef_search` (HNSW) and `nprobe` (IVF) override the index config for this search only."""
+        return self._search(query, k, mode, ef_search=ef_search, nprobe=nprobe)[0]
 
-    def _search(self, query: str, k: int, mode: str) -> tuple[list[Hit], np.ndarray | None]:
+    def _search(self, query: str, k: int, mode: str, **search_params) -> tuple[list[Hit], np.ndarray | None]:
         """`retrieve()`, and the query vector where the mode computed one."""
         if mode not in RETRIEVAL_MODES:
             raise InputError(f"mode must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
@@ -390,12 +392,13 @@ class UnifiedRAG:
             raise InputError(f"k={k} but the index holds only {n} chunks")
         qvec = None if mode == "sparse" else self._encode_query(query)
         if mode == "dense":
-            ranked = self._dense(qvec, k)
+            ranked = self._dense(qvec, k, **search_params)
         elif mode == "sparse":
             ranked = self._sparse(query, k)
         else:
             depth = min(max(k, self.hybrid_depth), n)
-            fused = hybrid_fusion([i for i, _ in self._dense(qvec, depth)], [i for i, _ in self._sparse(query, depth)],
+            fused = hybrid_fusion([i for i, _ in self._dense(qvec, depth, **search_params)],
+                                  [i for i, _ in self._sparse(query, depth)],
                                   self.hybrid_dense_weight)
             ranked = fused[:k]
         rows = {r["chunk_id"]: r for r in self.store.chunks([i for i, _ in ranked])}
@@ -405,8 +408,8 @@ class UnifiedRAG:
                 hits.append(Hit(rank=len(hits) + 1, score=float(s), **r))
         return hits, qvec
 
-    def _dense(self, qvec: np.ndarray, k: int) -> list[tuple[int, float]]:
-        scores, ids = self.index.search(qvec, k)
+    def _dense(self, qvec: np.ndarray, k: int, **search_params) -> list[tuple[int, float]]:
+        scores, ids = self.index.search(qvec, k, **search_params)
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
 
     def _sparse(self, query: str, k: int) -> list[tuple[int, float]]:
