@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from unified_rag.backbone import Backbone
 from unified_rag.errors import InputError, ModelLoadError
 from unified_rag.io import atomic_write_bytes, atomic_write_json
-from unified_rag.types import check_texts
+from unified_rag.types import check_positive_int, check_texts
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,7 @@ class Embedder(torch.nn.Module):
         if not texts:
             raise InputError("encode() got no texts")
         check_texts(texts)
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive_int(batch_size, "batch_size")
         items = self.tokenize(texts, instruction, warn=warn_truncation)
         order = np.argsort([-len(ids) for ids, _, _ in items], kind="stable")  # little padding per batch
         out = np.empty((len(texts), self.dim), dtype=np.float32)

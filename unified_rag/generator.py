@@ -1,7 +1,6 @@
 """Answer generation with the same causal LM that embeds: chat template, numbered sources, KV cache."""
 from __future__ import annotations
 
-import re
 import threading
 import warnings
 from contextlib import AbstractContextManager, nullcontext
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .backbone import Backbone
 from .errors import InputError
+from .grounding import markers
 from .types import Hit
 
 SYSTEM_PROMPT = ("You answer questions using only the numbered sources given. Cite the sources you use "
@@ -153,5 +153,5 @@ class Generator:
 
 
 def cited_numbers(text: str, n_sources: int) -> list[int]:
-    nums = {int(m) for group in re.findall(r"\[([\d,\s]+)\]", text) for m in re.findall(r"\d+", group)}
-    return sorted(n for n in nums if 1 <= n <= n_sources)
+    """The distinct source numbers the text cites that name a source, ascending."""
+    return sorted(n for n in set(markers(text)) if 1 <= n <= n_sources)

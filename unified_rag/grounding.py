@@ -73,8 +73,8 @@ def ground(text: str, n_sources: int, source_vectors: np.ndarray, embed_sentence
     return "".join(out).strip(), sorted(citations, key=lambda c: (c.sentence, c.origin != "model", c.source))
 
 
-def extract(query_vector: np.ndarray, sources: list[str], embed_sentences, max_sentences: int = 3,
-            ) -> tuple[str, list[Citation]]:
+def extract(query_vector: np.ndarray, sources: list[str], embed_sentences,
+            max_sentences: int = 3) -> tuple[str, list[Citation]]:
     """The source sentences nearest the query, best first, each cited by its source number."""
     pool = [(j + 1, text[a:b].strip()) for j, text in enumerate(sources) for a, b in sentence_spans(text)]
     if not pool:

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import IndexLoadError, InputError
+from .types import check_positive_int
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,8 @@ class VectorIndex:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = min(k, max(self.ntotal, 1))
         for name, v in (("ef_search", ef_search), ("nprobe", nprobe)):
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise InputError(f"{name} must be a positive integer, got {v!r}")
+            if v is not None:
+                check_positive_int(v, name)
         params = None
         if self.config.kind == "hnsw" and (ef_search is not None or k > self.config.ef_search):
             params = faiss.SearchParametersHNSW(efSearch=max(ef_search or self.config.ef_search, k))

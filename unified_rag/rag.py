@@ -32,7 +32,7 @@ from .io import _fsync_dir, atomic_write_json, check_save_target, sha256_file
 from .readers import read_documents
 from .sparse import HYBRID_DENSE_WEIGHT, SparseIndex, hybrid_fusion
 from .store import DocStore
-from .types import Answer, Document, Hit, check_texts
+from .types import Answer, Document, Hit, check_positive_int, check_texts
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +303,7 @@ class UnifiedRAG:
                       group_size: int = 1024, show_progress_bar: bool | None = None) -> list[str]:
         """Chunk, embed and index files, folders (paths as `str` or `Path`) and `Document`s. A doc whose
         id is already indexed is replaced. Raw strings go to `add_texts`. Returns the ids added."""
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive_int(batch_size, "batch_size")
         docs = self._as_documents(docs)
         if not docs:
             raise EmptyCorpusError("no documents to index (empty input, or every file was skipped)")
@@ -383,8 +382,7 @@ class UnifiedRAG:
             raise InputError("the query is empty" if isinstance(query, str) else
                              f"the query must be a string, got {type(query).__name__}")
         check_texts([query], "query")
-        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
-            raise InputError(f"k must be a positive integer, got {k!r}")
+        check_positive_int(k, "k")
         n = self.index.ntotal
         if n == 0:
             raise EmptyCorpusError("the index is empty: add documents first")
@@ -419,11 +417,6 @@ class UnifiedRAG:
         ids, scores = self.sparse.search(query, k)
         return [(int(i), float(s)) for i, s in zip(ids, scores)]
 
-    @staticmethod
-    def _check_max_new_tokens(max_new_tokens: Any) -> None:
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-
     def _encode_query(self, query: str) -> np.ndarray:
         """The query vector; a query longer than the embedder takes is cut, and the warning says so."""
         if not isinstance(self.embedder, Embedder):  # an outside embedder (benchmarks' baselines)
@@ -453,16 +446,20 @@ class UnifiedRAG:
         quiet = dict(warn_truncation=False) if isinstance(self.embedder, Embedder) else {}  # outside ones lack it
         return getattr(self.embedder, f"encode_{side}")(texts, show_progress_bar=False, **quiet)
 
-    def _relevant(self, query: str, k: int, retrieval: str, min_relevance) -> tuple[list[Hit], np.ndarray]:
-        """The retrieved hits that pass the relevance cut, renumbered, each with its cosine; and the query vector."""
+    def _relevant(self, query: str, k: int, retrieval: str,
+                  min_relevance) -> tuple[list[Hit], np.ndarray, np.ndarray]:
+        """The retrieved hits that pass the relevance cut, renumbered, each with its cosine; their unit
+        vectors; and the query vector."""
         cut = self.min_relevance if min_relevance is _UNSET else min_relevance
         if cut is not None and (not isinstance(cut, (int, float)) or isinstance(cut, bool) or not -1 <= cut <= 1):
             raise InputError(f"min_relevance must be a cosine in [-1, 1] or None, got {cut!r}")
         hits, qvec = self._search(query, k, retrieval)
         qvec = (self._encode_query(query) if qvec is None else qvec).reshape(-1)
-        scores = self._source_vectors(hits) @ qvec if hits else np.empty(0)
-        kept = [(h, float(s)) for h, s in zip(hits, scores) if cut is None or s >= cut]
-        return [h.model_copy(update={"rank": i + 1, "relevance": s}) for i, (h, s) in enumerate(kept)], qvec
+        vectors = self._source_vectors(hits) if hits else np.empty((0, qvec.shape[0]), np.float32)
+        scores = vectors @ qvec
+        keep = [i for i, s in enumerate(scores) if cut is None or s >= cut]
+        return ([hits[i].model_copy(update={"rank": r + 1, "relevance": float(scores[i])}) for r, i in enumerate(keep)],
+                vectors[keep], qvec)
 
     def _embed_sentences(self, sentences: list[str]) -> np.ndarray:
         """Short sentences (an answer's, or a source's in extractive mode), embedded as queries are."""
@@ -471,8 +468,9 @@ class UnifiedRAG:
     def _cannot_answer(self, mode: str) -> Answer:
         return Answer(text=self.generator.config.no_answer_text, sources=[], answerable=False, mode=mode)
 
-    def _grounded(self, text: str, used: list[Hit]) -> Answer:
-        text, citations = ground(text, len(used), self._source_vectors(used), self._embed_sentences)
+    def _grounded(self, text: str, used: list[Hit], vectors: np.ndarray) -> Answer:
+        """`vectors` are the relevant hits' in rank order; `used`, what the prompt fit, is a prefix of them."""
+        text, citations = ground(text, len(used), vectors[:len(used)], self._embed_sentences)
         return Answer(text=text, sources=used, cited=cited_numbers(text, len(used)), citations=citations)
 
     def answer(self, query: str, k: int = 5, max_new_tokens: int = 256, mode: AnswerMode = "generative", *,
@@ -486,10 +484,9 @@ class UnifiedRAG:
         mode "extractive": the `max_sentences` source sentences nearest the question, each cited.
         `retrieval`: "dense", "sparse" or "hybrid", as in `retrieve()`."""
         mode, retrieval = self._answer_modes(mode, retrieval)
-        self._check_max_new_tokens(max_new_tokens)
-        if not isinstance(max_sentences, int) or isinstance(max_sentences, bool) or max_sentences < 1:
-            raise InputError(f"max_sentences must be a positive integer, got {max_sentences!r}")
-        hits, qvec = self._relevant(query, k, retrieval, min_relevance)
+        check_positive_int(max_new_tokens, "max_new_tokens")
+        check_positive_int(max_sentences, "max_sentences")
+        hits, vectors, qvec = self._relevant(query, k, retrieval, min_relevance)
         if not hits:
             return self._cannot_answer(mode)
         if mode == "extractive":
@@ -497,7 +494,7 @@ class UnifiedRAG:
             return Answer(text=text, sources=hits, cited=cited_numbers(text, len(hits)), citations=citations,
                           mode="extractive")
         ids, used = self.generator.rag_prompt(query, hits, max_new_tokens)
-        return self._grounded(self.generator.generate_ids(ids, max_new_tokens), used)
+        return self._grounded(self.generator.generate_ids(ids, max_new_tokens), used, vectors)
 
     def stream_answer(self, query: str, k: int = 5, max_new_tokens: int = 256, mode: AnswerMode = "generative", *,
                       retrieval: RetrievalMode = "dense", min_relevance: float | None = _UNSET,
@@ -505,18 +502,18 @@ class UnifiedRAG:
         """`answer()` as it is generated. The pieces are the generator's own text; the stream's `answer`,
         read once it ends, adds the attributed citations. "cannot answer" and extractive answers come whole."""
         mode, retrieval = self._answer_modes(mode, retrieval)
-        self._check_max_new_tokens(max_new_tokens)
+        check_positive_int(max_new_tokens, "max_new_tokens")
         if mode == "extractive":
             done = self.answer(query, k, max_new_tokens, mode, retrieval=retrieval, min_relevance=min_relevance,
                                max_sentences=max_sentences)
             return AnswerStream(iter([done.text]), done.sources, finish=lambda _text: done)
-        hits, _ = self._relevant(query, k, retrieval, min_relevance)
+        hits, vectors, _ = self._relevant(query, k, retrieval, min_relevance)
         if not hits:
             no = self._cannot_answer("generative")
             return AnswerStream(iter([no.text]), [], finish=lambda _text: no)
         ids, used = self.generator.rag_prompt(query, hits, max_new_tokens)
         return AnswerStream(self.generator.stream_ids(ids, max_new_tokens), used,
-                            finish=lambda text: self._grounded(text, used))
+                            finish=lambda text: self._grounded(text, used, vectors))
 
     # --- persistence ----------------------------------------------------------------------------
     def info(self) -> dict:

@@ -32,6 +32,14 @@ def check_texts(texts: list, what: str = "texts") -> None:
                          "decode the source as UTF-8 with errors='replace' first")
 
 
+def check_positive_int(value: Any, name: str) -> None:
+    """An InputError unless `value` is an int >= 1 (bools are not counts)."""
+    from .errors import InputError
+
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
 class Document(BaseModel):
     text: str
     id: str | None = None  # derived from the source or a counter when absent
