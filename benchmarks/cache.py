@@ -42,11 +42,15 @@ def entry_dir(method, root: str | os.PathLike | None = None) -> Path:
 
 
 def encode(method, texts: list[str], role: str, *, root: str | os.PathLike | None = None, batch_size: int = 32,
-           use_cache: bool = True) -> tuple[np.ndarray, dict]:
-    """L2-normalised float32 vectors for `texts` and the entry's metadata (hit, seconds to encode)."""
+           use_cache: bool = True, instruction: str | None = None) -> tuple[np.ndarray, dict]:
+    """L2-normalised float32 vectors for `texts` and the entry's metadata (hit, seconds to encode).
+    `instruction` replaces the method's own for this role (backbone embedders only)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
-    key = f"{content_hash(texts)}-{role}"
+    extra = {}
+    if instruction is not None and hasattr(method, "config") and role != "text":
+        extra = {"instruction": instruction}
+    key = f"{content_hash([texts, extra] if extra else texts)}-{role}"
     folder = entry_dir(method, root)
     npy, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
     if use_cache and meta_path.is_file() and npy.is_file():
@@ -61,11 +65,11 @@ def encode(method, texts: list[str], role: str, *, root: str | os.PathLike | Non
         if fn is None:
             vecs = method.encode(texts, batch_size=batch_size, show_progress_bar=len(texts) >= 256)
         else:
-            vecs = fn(texts, batch_size=batch_size, show_progress_bar=len(texts) >= 256)
+            vecs = fn(texts, batch_size=batch_size, show_progress_bar=len(texts) >= 256, **extra)
     seconds = time.perf_counter() - t0
     vecs = np.ascontiguousarray(vecs, dtype=np.float32)
     meta = dict(fingerprint=method.fingerprint, kind=method.kind, role=role, n=len(texts), dim=int(vecs.shape[1]),
-                seconds=round(seconds, 3), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                seconds=round(seconds, 3), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra)
     if use_cache:
         buf = io.BytesIO()
         np.save(buf, vecs, allow_pickle=False)

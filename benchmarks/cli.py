@@ -17,6 +17,7 @@ DEFAULT_METHODS = "bm25,minilm,mean,last,auto"
 # The main CLI's one-line errors and quiet logging. Imported after `app` exists, because
 # unified_rag.cli imports this module while it is itself being imported.
 from unified_rag.cli import _friendly, _quiet  # noqa: E402
+from unified_rag.errors import InputError  # noqa: E402
 
 
 Methods = typer.Option(DEFAULT_METHODS, "--embedder", "-e", help="Comma list: bm25, minilm, st:<model>, auto, mean, "
@@ -66,13 +67,16 @@ def retrieval(embedder: str = Methods, out: Path = Out, data: Optional[Path] = D
               model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
               cache_dir: Optional[Path] = Cache, dtype: str = Dtype, n_queries: Optional[int] = NQ, seed: int = Seed,
               max_docs: Optional[int] = typer.Option(None, help="Judged documents plus a seeded draw of others, up "
-                                                    "to N (quick comparisons; not the full-corpus score).")):
+                                                    "to N (quick comparisons; not the full-corpus score)."),
+              task_instruction: bool = typer.Option(True, help="Backbone embedders take the task's published query "
+                                                    "instruction (MTEB protocol), where one is known, instead of "
+                                                    "their generic one.")):
     """BEIR retrieval (default ../shared/data/scifact): nDCG@10, recall@100, MRR@10."""
     from .retrieval import run_beir
 
     methods = _setup(embedder, model, dtype, max_length, seed)
     _finish(run_beir(methods, data, hf=hf, n_queries=n_queries, cache=cache_dir, batch_size=batch_size,
-                     max_docs=max_docs, seed=seed), out, seed)
+                     max_docs=max_docs, seed=seed, task_instruction=task_instruction), out, seed)
 
 
 @app.command()
@@ -211,6 +215,28 @@ def efficiency(embedder: str = typer.Option("auto,minilm", "--embedder", "-e", h
     _finish(run_efficiency(embedder, model=model, dtype=dtype, max_length=max_length, batch_size=batch_size,
                            n_docs=n_docs, n_queries=n_queries, max_new_tokens=max_new_tokens, index_sizes=sizes,
                            seed=seed), out, seed)
+
+
+@app.command(name="index-scale")
+@_friendly
+def index_scale(out: Path = Out, sizes: str = typer.Option("100000,1000000", help="Comma list of index sizes."),
+                kinds: str = typer.Option("flat,ivf,hnsw", help="Comma list of index kinds."),
+                dim: int = typer.Option(576, help="Vector width (SmolLM2-135M's hidden size)."),
+                ef_search: str = typer.Option("64,128,256,512,1024", help="HNSW efSearch values to sweep."),
+                seed: int = Seed):
+    """FAISS alone: build time, memory, queries/s and recall@10 per kind and size; HNSW recall vs efSearch."""
+    from .efficiency import run_index_scale
+
+    _quiet(False)
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+        efs = [int(s) for s in ef_search.split(",") if s.strip()]
+    except ValueError:
+        raise InputError("--sizes and --ef-search take comma lists of integers") from None
+    kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
+    if bad := [k for k in kind_list if k not in ("flat", "ivf", "hnsw")]:
+        raise InputError(f"unknown index kind {bad[0]!r}: use flat, ivf or hnsw")
+    _finish(run_index_scale(size_list, kind_list, dim, efs, seed=seed), out, seed)
 
 
 @app.command(name="all")

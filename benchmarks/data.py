@@ -38,6 +38,7 @@ class RetrievalSet:
     qrels: dict[str, dict[str, int]]
     excluded: dict[str, set[str]] = field(default_factory=dict)  # ids a query must never return (BRIGHT)
     source: str = ""
+    query_instruction: str | None = None  # the task's published instruction (TASK_INSTRUCTIONS), if any
 
     @cached_property
     def hash(self) -> str:
@@ -50,7 +51,8 @@ class RetrievalSet:
         keep = list(self.queries)[:n_queries]
         return RetrievalSet(f"{self.name}[:{n_queries}]", self.corpus, {q: self.queries[q] for q in keep},
                             {q: self.qrels[q] for q in keep if q in self.qrels},
-                            {q: self.excluded[q] for q in keep if q in self.excluded}, self.source)
+                            {q: self.excluded[q] for q in keep if q in self.excluded}, self.source,
+                            self.query_instruction)
 
     def sample_corpus(self, max_docs: int | None, seed: int = 0) -> RetrievalSet:
         """Every document judged for the kept queries, plus a seeded draw of the others up to max_docs:
@@ -65,11 +67,13 @@ class RetrievalSet:
         others = sorted(d for d in self.corpus if d not in judged)
         keep = judged | set(random.Random(seed).sample(others, max_docs - len(judged)))
         corpus = {d: t for d, t in self.corpus.items() if d in keep}
-        return RetrievalSet(f"{self.name}[{max_docs} docs]", corpus, self.queries, self.qrels, self.excluded, self.source)
+        return RetrievalSet(f"{self.name}[{max_docs} docs]", corpus, self.queries, self.qrels, self.excluded, self.source,
+                            self.query_instruction)
 
     def describe(self) -> dict:
-        return dict(name=self.name, source=self.source, hash=self.hash, docs=len(self.corpus),
-                    queries=len(self.queries), judgements=sum(len(v) for v in self.qrels.values()))
+        d = dict(name=self.name, source=self.source, hash=self.hash, docs=len(self.corpus),
+                 queries=len(self.queries), judgements=sum(len(v) for v in self.qrels.values()))
+        return d | ({"query_instruction": self.query_instruction} if self.query_instruction else {})
 
 
 # --- file readers -------------------------------------------------------------------------------------
@@ -110,6 +114,14 @@ def beir_doc_text(doc: dict) -> str:
 
 
 # --- BEIR (SciFact) -----------------------------------------------------------------------------------
+# Query instructions as published for instruction-following embedders (the E5-mistral / LLM2Vec
+# evaluation protocol on MTEB). Fixed a priori per task, never tuned on its scores. Backbone
+# embedders put it before each query; embedders that take no instruction (MiniLM, BM25) ignore it.
+TASK_INSTRUCTIONS = {
+    "scifact": "Given a scientific claim, retrieve documents that support or refute the claim",
+}
+
+
 def load_beir(data: str | os.PathLike | None = None, *, hf: str | None = None, split: str = "test") -> RetrievalSet:
     """A BEIR-layout dir (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), or a hub name like BeIR/scifact."""
     if hf:
@@ -118,7 +130,8 @@ def load_beir(data: str | os.PathLike | None = None, *, hf: str | None = None, s
     corpus = {str(d["_id"]): beir_doc_text(d) for d in read_jsonl(root / "corpus.jsonl")}
     qrels = read_qrels(root / "qrels" / f"{split}.tsv")
     queries = {str(q["_id"]): q["text"] for q in read_jsonl(root / "queries.jsonl") if str(q["_id"]) in qrels}
-    return RetrievalSet(root.name, corpus, queries, {q: qrels[q] for q in queries}, source=str(root))
+    return RetrievalSet(root.name, corpus, queries, {q: qrels[q] for q in queries}, source=str(root),
+                        query_instruction=TASK_INSTRUCTIONS.get(root.name.lower()))
 
 
 def _hub(name: str, *args, **kw):
@@ -139,7 +152,9 @@ def _beir_from_hub(name: str, split: str) -> RetrievalSet:
         if int(r["score"]) > 0:
             qrels.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r["score"])
     queries = {str(q["_id"]): q["text"] for q in _hub(name, "queries", split="queries") if str(q["_id"]) in qrels}
-    return RetrievalSet(name.split("/")[-1], corpus, queries, {q: qrels[q] for q in queries}, source=f"hub:{name}")
+    short = name.split("/")[-1]
+    return RetrievalSet(short, corpus, queries, {q: qrels[q] for q in queries}, source=f"hub:{name}",
+                        query_instruction=TASK_INSTRUCTIONS.get(short.lower()))
 
 
 # --- STS Benchmark ------------------------------------------------------------------------------------

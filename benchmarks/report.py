@@ -49,9 +49,10 @@ def markdown(result: dict) -> str:
         lines += ["Data: " + ", ".join(f"{k}={v}" for k, v in ds.items()), ""]
     if result.get("lower_is_better"):
         lines += [f"Lower {result['main_metric']} is better.", ""]
-    lines += ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, d in methods.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(d.get("metrics", {}).get(c)) for c in cols) + " |")
+    if methods:  # suites of tables only (index-scale) have no method rows
+        lines += ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for name, d in methods.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(d.get("metrics", {}).get(c)) for c in cols) + " |")
     for title, rows in (result.get("tables") or {}).items():
         keys = list(dict.fromkeys(k for r in rows for k in r))
         lines += ["", f"## {title}", "", "| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]

@@ -30,25 +30,28 @@ def describe(method) -> dict:
 
 
 def search(method, corpus: dict[str, str] | list[dict[str, str]], queries: dict[str, str], k: int = 100, *,
-           excluded: dict[str, set[str]] | None = None, cache: str | None = None,
-           batch_size: int = 32) -> tuple[dict[str, dict[str, float]], dict]:
+           excluded: dict[str, set[str]] | None = None, cache: str | None = None, batch_size: int = 32,
+           query_instruction: str | None = None) -> tuple[dict[str, dict[str, float]], dict]:
     """Top-k run {query id: {doc id: score}} and encode info (cache hits, seconds). `corpus` may come
     in parts (e.g. harmful chunks + distractors): each part is encoded and cached on its own, so a
-    part shared with another suite is encoded once."""
+    part shared with another suite is encoded once. `query_instruction` replaces a backbone
+    embedder's own (a task's published instruction)."""
     parts = corpus if isinstance(corpus, (list, tuple)) else [corpus]
     corpus = {i: t for p in parts for i, t in p.items()}
     doc_ids, qids = list(corpus), list(queries)
     excluded = excluded or {}
     if hasattr(method, "fuse"):  # hybrid: both rankings through this same function, then fused
         depth = max(k, method.depth)
-        dense, info = search(method.dense, parts, queries, depth, excluded=excluded, cache=cache, batch_size=batch_size)
+        dense, info = search(method.dense, parts, queries, depth, excluded=excluded, cache=cache, batch_size=batch_size,
+                             query_instruction=query_instruction)
         sparse, _ = search(method.sparse, parts, queries, depth, excluded=excluded)
         return method.fuse(dense, sparse, k), info
     if hasattr(method, "search"):
         return method.search(doc_ids, list(corpus.values()), queries, k, excluded), {}
     encoded = [encode(method, list(p.values()), "document", root=cache, batch_size=batch_size) for p in parts if p]
     D, dinfo = np.concatenate([v for v, _ in encoded]), [i for _, i in encoded]
-    Q, qinfo = encode(method, [queries[q] for q in qids], "query", root=cache, batch_size=batch_size)
+    Q, qinfo = encode(method, [queries[q] for q in qids], "query", root=cache, batch_size=batch_size,
+                      instruction=query_instruction)
     pos = {d: i for i, d in enumerate(doc_ids)}
     kk = min(k, len(doc_ids))
     run = {}
@@ -70,7 +73,8 @@ def evaluate_set(methods: list, ds: RetrievalSet, metrics=RETRIEVAL, *, curve: s
     """Per method: metrics, a top-k curve (e.g. recall@1..100), identity and encode info."""
     out = {}
     for m in tqdm(methods, desc=f"{ds.name}", unit="method", disable=len(methods) < 2):
-        run, info = search(m, ds.corpus, ds.queries, k, excluded=ds.excluded, cache=cache, batch_size=batch_size)
+        run, info = search(m, ds.corpus, ds.queries, k, excluded=ds.excluded, cache=cache, batch_size=batch_size,
+                           query_instruction=ds.query_instruction)
         names = list(metrics) + ([f"{curve}@{c}" for c in CURVE_KS if c <= k] if curve else [])
         scores = evaluate(ds.qrels, run, names)
         d = describe(m)
@@ -82,8 +86,12 @@ def evaluate_set(methods: list, ds: RetrievalSet, metrics=RETRIEVAL, *, curve: s
 
 
 def run_beir(methods: list, data=None, *, hf: str | None = None, n_queries: int | None = None, cache=None,
-             batch_size: int = 32, max_docs: int | None = None, seed: int = 0) -> dict:
+             batch_size: int = 32, max_docs: int | None = None, seed: int = 0, task_instruction: bool = True) -> dict:
+    """BEIR retrieval. With `task_instruction`, backbone embedders take the task's published query
+    instruction (data.TASK_INSTRUCTIONS) instead of their generic one."""
     ds = load_beir(data, hf=hf).subset(n_queries).sample_corpus(max_docs, seed)
+    if not task_instruction:
+        ds.query_instruction = None
     return dict(suite="retrieval", title=f"Retrieval quality: {ds.name}", dataset=ds.describe(),
                 main_metric="ndcg@10", methods=evaluate_set(methods, ds, cache=cache, batch_size=batch_size))
 

@@ -1,4 +1,6 @@
 """The efficiency workers run and report their fields (no timing is asserted)."""
+import json
+
 from benchmarks import efficiency as E
 
 
@@ -50,3 +52,20 @@ def test_run_efficiency_end_to_end(tiny_backbone, tmp_path):
     assert res["matmul_peak_tflops"]["fp32"] > 0
     out = write(res, tmp_path / "out")
     assert "## Pipelines" in (out / "report.md").read_text() and (out / "pipelines.png").is_file()
+
+
+def test_index_scale_sweeps_hnsw_ef_search_on_one_graph(tmp_path):
+    from typer.testing import CliRunner
+
+    from benchmarks.cli import app
+
+    r = CliRunner().invoke(app, ["index-scale", "--sizes", "3000", "--kinds", "hnsw,ivf", "--dim", "16",
+                                 "--ef-search", "10,200", "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "results.json").read_text())
+    rows, sweep = res["tables"]["Index scale"], res["tables"]["HNSW efSearch"]
+    assert [row["kind"] for row in rows] == ["hnsw", "ivf"]
+    assert [s["ef_search"] for s in sweep] == [10, 200]
+    assert sweep[1]["recall_at_10"] >= sweep[0]["recall_at_10"] and sweep[1]["recall_at_10"] > 0.9
+    bad = CliRunner().invoke(app, ["index-scale", "--kinds", "lsh", "-o", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "unknown index kind 'lsh'" in bad.output

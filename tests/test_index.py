@@ -37,9 +37,22 @@ def test_add_remove_update_by_id(kind):
     assert idx.search(vecs[7], 1)[1][0, 0] == 1000
 
 
-def test_ivf_too_few_vectors_to_train_is_a_clear_error():
-    with pytest.raises(InputError, match="nlist"):
-        VectorIndex(8, IndexConfig(kind="ivf", nlist=64)).add(np.arange(10), _unit(10, 8))
+def test_ivf_stays_exact_until_it_holds_enough_vectors_to_train(tmp_path):
+    import faiss
+
+    from unified_rag.index import IVF_TRAIN_PER_LIST
+
+    vecs, q = _unit(8 * IVF_TRAIN_PER_LIST, 8), _unit(20, 8, seed=1)
+    idx = VectorIndex(8, IndexConfig(kind="ivf", nlist=8, nprobe=8))
+    idx.add(np.arange(10), vecs[:10])  # far fewer than 39 per list: no k-means on a handful of points
+    assert idx.staging and idx.search(q, 3)[1].shape == (20, 3)
+    idx.save(tmp_path / "i.faiss")
+    back = VectorIndex.load(tmp_path / "i.faiss", 8, idx.config)
+    assert back.staging and sorted(back.ids().tolist()) == list(range(10))
+    back.add(np.arange(10, len(vecs)), vecs[10:])  # reaches 39 * nlist: trains on all of them, moves over
+    assert not back.staging and isinstance(back.index, faiss.IndexIVF) and back.ntotal == len(vecs)
+    assert sorted(back.ids().tolist()) == list(range(len(vecs)))
+    assert _recall_at_10(back, q, vecs) == 1.0  # nprobe = nlist: every list, so exact
 
 
 def test_save_load_round_trip(tmp_path):
@@ -75,3 +88,37 @@ def test_search_parameters_per_call_trade_speed_for_recall():
     for bad in (0, -3, 2.5, True):
         with pytest.raises(InputError, match="ef_search"):
             hnsw.search(q, 10, ef_search=bad)
+
+
+def test_hnsw_delete_is_a_tombstone_not_a_rebuild(tmp_path):
+    from unified_rag.index import HNSW_REBUILD_FRACTION
+
+    vecs = _unit(400, 16)
+    idx = VectorIndex(16, IndexConfig(kind="hnsw", hnsw_m=8, ef_search=64))
+    idx.add(np.arange(400), vecs)
+    graph = idx.index
+    idx.remove([3, 4, 999])  # 999 was never added: nothing to mark
+    assert idx.index is graph and idx.deleted == {3, 4} and idx.ntotal == 398  # the graph is untouched
+    got = idx.search(vecs[3:5], 5)[1]
+    assert 3 not in got and 4 not in got and (got >= 0).all()
+    assert 3 not in idx.ids() and len(idx.ids()) == 398
+    idx.add(np.array([1000]), vecs[3:4])  # a replace: the same vector under a new id
+    assert idx.search(vecs[3], 1)[1][0, 0] == 1000
+    idx.save(tmp_path / "i.faiss")
+    back = VectorIndex.load(tmp_path / "i.faiss", 16, idx.config)
+    assert back.deleted == {3, 4} and (back.search(vecs[:20], 5)[1] == idx.search(vecs[:20], 5)[1]).all()
+    back.remove(np.arange(10, 10 + int(HNSW_REBUILD_FRACTION * 401) + 1))  # past the threshold: one rebuild
+    assert back.index is not graph and not back.deleted and back.ntotal == back.index.ntotal
+    assert 12 not in back.search(vecs[12], 5)[1]
+
+
+def test_hnsw_tombstone_file_is_validated(tmp_path):
+    from unified_rag.errors import IndexLoadError
+
+    idx = VectorIndex(8, IndexConfig(kind="hnsw"))
+    idx.add(np.arange(50), _unit(50, 8))
+    idx.remove([1])
+    idx.save(tmp_path / "i.faiss")
+    (tmp_path / "i.faiss.deleted.json").write_text('{"not": "a list"}')
+    with pytest.raises(IndexLoadError, match="deleted.json"):
+        VectorIndex.load(tmp_path / "i.faiss", 8, idx.config)

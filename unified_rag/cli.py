@@ -45,6 +45,7 @@ class IndexKind(str, Enum):
     flat = "flat"
     ivf = "ivf"
     hnsw = "hnsw"
+    milvus = "milvus"
 
 
 class Mode(str, Enum):  # unified_rag.rag.RETRIEVAL_MODES
@@ -369,7 +370,10 @@ def index(paths: List[Path] = typer.Argument(..., help="Files or folders: .txt, 
           chunk_tokens: int = typer.Option(256, help="Tokens per chunk (at least 8)."),
           overlap: int = typer.Option(32, help="Tokens shared by neighbouring chunks (smaller than --chunk-tokens)."),
           index_kind: IndexKind = typer.Option(IndexKind.flat, help="flat: exact search; ivf: clustered, approximate "
-                                               "(needs at least --nlist chunks in the first batch); hnsw: graph."),
+                                               "(exact until it holds 39 x --nlist chunks, then trains); hnsw: graph; milvus: a "
+                                               "Milvus collection (embedded Milvus Lite, or --milvus-uri)."),
+          milvus_uri: Optional[str] = typer.Option(None, help="milvus: a server's URI, e.g. http://host:19530 "
+                                                   "(token from MILVUS_TOKEN); default: embedded Milvus Lite."),
           nlist: int = typer.Option(1024, help="ivf: number of clusters."),
           nprobe: int = typer.Option(16, help="ivf: clusters visited per query."),
           hnsw_m: int = typer.Option(32, help="hnsw: neighbours per node."),
@@ -387,7 +391,8 @@ def index(paths: List[Path] = typer.Argument(..., help="Files or folders: .txt, 
     from unified_rag.index import IndexConfig
 
     try:
-        index_cfg = IndexConfig(kind=index_kind.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search)
+        index_cfg = IndexConfig(kind=index_kind.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
+                                milvus_uri=milvus_uri)
         chunk_cfg = ChunkConfig(chunk_tokens=chunk_tokens, overlap_tokens=overlap)
     except ValidationError as e:
         raise InputError(_validation_message(e, {"chunk_tokens": "--chunk-tokens", "overlap_tokens": "--overlap"})) \

@@ -3,9 +3,17 @@
 Exact search by default; IVF and HNSW are options. Vectors carry the chunk ids of the document
 store (ID mapping), so documents can be deleted and replaced. With a GPU present the search copy
 moves to it; the CPU index stays the source of truth for adds, deletes and saves.
+
+Upkeep that scales:
+- IVF stays exact (flat) until it holds `IVF_TRAIN_PER_LIST * nlist` vectors, FAISS's own floor for
+  k-means; it then trains on a sample of everything held and moves the vectors over.
+- HNSW graphs cannot drop nodes. A delete marks the id (a tombstone) and searches filter it out;
+  the graph is rebuilt only once tombstones pass `HNSW_REBUILD_FRACTION` of its nodes. Tombstones
+  are saved beside the index (`<name>.deleted.json`).
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Literal
@@ -19,35 +27,47 @@ from .types import check_positive_int
 
 log = logging.getLogger(__name__)
 
+IVF_TRAIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid
+IVF_TRAIN_SAMPLE_PER_LIST = 256  # k-means gains little from more; caps the training time
+HNSW_REBUILD_FRACTION = 0.25  # filtered HNSW search loses recall as the dead share grows
+
 
 class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["flat", "ivf", "hnsw"] = "flat"
-    nlist: int = Field(1024, ge=1)  # ivf: coarse clusters; trained on the first batch added
+    kind: Literal["flat", "ivf", "hnsw", "milvus"] = "flat"  # milvus: unified_rag.milvus (an extra)
+    nlist: int = Field(1024, ge=1)  # ivf: coarse clusters; trained once 39 * nlist vectors are held
     nprobe: int = Field(16, ge=1)  # ivf: clusters visited per query
     hnsw_m: int = Field(32, ge=2)  # hnsw: neighbours per node
     ef_construction: int = Field(200, ge=1)
     ef_search: int = Field(64, ge=1)
     use_gpu: bool | None = None  # None: when faiss sees a GPU
+    milvus_uri: str | None = None  # milvus: a server's URI; None = embedded Milvus Lite
+    milvus_collection: str = Field("unified_rag", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
 class VectorIndex:
     def __init__(self, dim: int, config: IndexConfig | None = None, index: faiss.Index | None = None):
         self.dim, self.config = dim, config or IndexConfig()
         self.index = index if index is not None else self._new()
+        self.deleted: set[int] = set()  # hnsw tombstones: in the graph, never returned
         self._gpu_index = None
         self._gpu_res = None
         self._apply_search_params()
 
-    def _new(self) -> faiss.Index:
+    def _new(self, trained_ivf: bool = False) -> faiss.Index:
         c, ip = self.config, faiss.METRIC_INNER_PRODUCT
-        if c.kind == "flat":
+        if c.kind == "flat" or (c.kind == "ivf" and not trained_ivf):  # ivf starts exact, see _train_ivf
             return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         if c.kind == "ivf":
             self._quantizer = faiss.IndexFlatIP(self.dim)  # keep a reference: faiss does not own it
             return faiss.IndexIVFFlat(self._quantizer, self.dim, c.nlist, ip)
         return faiss.IndexIDMap2(faiss.IndexHNSWFlat(self.dim, c.hnsw_m, ip))
+
+    @property
+    def staging(self) -> bool:
+        """True while an IVF index is still exact, waiting for enough vectors to train on."""
+        return self.config.kind == "ivf" and not isinstance(self.index, faiss.IndexIVF)
 
     def _apply_search_params(self) -> None:
         inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else self.index
@@ -59,12 +79,14 @@ class VectorIndex:
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        """Live vectors (HNSW tombstones excluded)."""
+        return int(self.index.ntotal) - len(self.deleted)
 
     def ids(self) -> np.ndarray:
-        """The ids of every stored vector (int64, in storage order)."""
-        if hasattr(self.index, "id_map"):  # IndexIDMap(2): flat and hnsw
-            return faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False)
+        """The ids of every live vector (int64, in storage order)."""
+        if hasattr(self.index, "id_map"):  # IndexIDMap(2): flat, hnsw, ivf while staging
+            ids = faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False)
+            return ids[~np.isin(ids, list(self.deleted))] if self.deleted else ids
         ivf = faiss.extract_index_ivf(self.index)  # IVF keeps the ids in its inverted lists
         inv, out = ivf.invlists, []
         for lst in range(ivf.nlist):
@@ -85,28 +107,50 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise InputError(f"vectors must have shape [n, {self.dim}], got {vectors.shape}")
-        if not self.index.is_trained:
-            if len(vectors) < self.config.nlist:
-                raise InputError(f"an IVF index with nlist={self.config.nlist} needs at least that many vectors "
-                                 f"in its first batch to train; got {len(vectors)}. Use kind='flat' or a smaller nlist")
-            self.index.train(vectors)
         self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+        if self.staging and self.index.ntotal >= IVF_TRAIN_PER_LIST * self.config.nlist:
+            self._train_ivf()
         self._gpu_index = None
+
+    def _train_ivf(self) -> None:
+        """Train IVF's centroids on a seeded sample of every vector held, then move them all over."""
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        vecs = self.index.index.reconstruct_n(0, self.index.ntotal)
+        n_sample = min(len(vecs), IVF_TRAIN_SAMPLE_PER_LIST * self.config.nlist)
+        sample = vecs[np.sort(np.random.default_rng(0).choice(len(vecs), n_sample, replace=False))]
+        ivf = self._new(trained_ivf=True)
+        ivf.train(sample)
+        ivf.add_with_ids(vecs, ids)
+        self.index = ivf
+        self._apply_search_params()
+        log.info("IVF index trained on %d of %d vectors (nlist=%d)", n_sample, len(vecs), self.config.nlist)
 
     def remove(self, ids: list[int] | np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         if not len(ids):
             return
-        if self.config.kind == "hnsw":  # HNSW graphs cannot drop nodes: rebuild without them
-            keep_ids = faiss.vector_to_array(self.index.id_map)
-            vecs = self.index.index.reconstruct_n(0, self.index.ntotal)
-            keep = ~np.isin(keep_ids, ids)
-            self.index = self._new()
-            self._apply_search_params()
-            if keep.any():
-                self.index.add_with_ids(vecs[keep], keep_ids[keep])
+        if self.config.kind == "hnsw":
+            held = faiss.vector_to_array(self.index.id_map)
+            self.deleted.update(int(i) for i in ids[np.isin(ids, held)])
+            if len(self.deleted) > HNSW_REBUILD_FRACTION * self.index.ntotal:
+                self.compact()
         else:
             self.index.remove_ids(faiss.IDSelectorBatch(ids))
+        self._gpu_index = None
+
+    def compact(self) -> None:
+        """Rebuild the HNSW graph without its tombstones (deletes call this once they pass the threshold)."""
+        if not self.deleted:
+            return
+        held = faiss.vector_to_array(self.index.id_map)
+        vecs = self.index.index.reconstruct_n(0, self.index.ntotal)
+        keep = ~np.isin(held, list(self.deleted))
+        self.index = self._new()
+        self._apply_search_params()
+        if keep.any():
+            self.index.add_with_ids(vecs[keep], held[keep])
+        log.info("HNSW graph rebuilt without %d deleted vectors (%d kept)", len(self.deleted), int(keep.sum()))
+        self.deleted = set()
         self._gpu_index = None
 
     def _searcher(self) -> faiss.Index:
@@ -133,9 +177,13 @@ class VectorIndex:
             if v is not None:
                 check_positive_int(v, name)
         params = None
-        if self.config.kind == "hnsw" and (ef_search is not None or k > self.config.ef_search):
+        if self.config.kind == "hnsw" and (ef_search is not None or k > self.config.ef_search or self.deleted):
             params = faiss.SearchParametersHNSW(efSearch=max(ef_search or self.config.ef_search, k))
-        elif self.config.kind == "ivf" and nprobe is not None:
+            if self.deleted:  # the selector sees our ids (IndexIDMap translates); locals keep both alive
+                dead = faiss.IDSelectorBatch(np.fromiter(self.deleted, np.int64))
+                alive = faiss.IDSelectorNot(dead)
+                params.sel = alive
+        elif self.config.kind == "ivf" and nprobe is not None and not self.staging:
             params = faiss.SearchParametersIVF(nprobe=nprobe)
         if params is None:
             return self._searcher().search(queries, k)
@@ -144,6 +192,8 @@ class VectorIndex:
 
     def save(self, path: str | Path) -> None:
         faiss.write_index(self.index, str(path))
+        if self.deleted:  # JSON, like every other sidecar: no pickle
+            Path(f"{path}.deleted.json").write_text(json.dumps(sorted(self.deleted)))
 
     @classmethod
     def load(cls, path: str | Path, dim: int, config: IndexConfig) -> VectorIndex:
@@ -153,4 +203,38 @@ class VectorIndex:
             raise IndexLoadError(f"FAISS index {path} is unreadable: {str(e).splitlines()[0]}") from None
         if index.d != dim:
             raise IndexLoadError(f"FAISS index {path} has dim {index.d}, the manifest says {dim}")
-        return cls(dim, config, index=index)
+        out = cls(dim, config, index=index)
+        if (side := Path(f"{path}.deleted.json")).is_file():
+            try:
+                dead = json.loads(side.read_text())
+                assert isinstance(dead, list) and all(isinstance(i, int) for i in dead)
+            except (ValueError, AssertionError):
+                raise IndexLoadError(f"{side} is not a JSON list of ids") from None
+            out.deleted = set(dead)
+        return out
+
+
+# One entry point for every kind, so the pipeline never branches on the engine.
+def index_file(config: IndexConfig) -> str:
+    """The file in an index version folder that holds (or, for a Milvus server, points to) the vectors."""
+    return "index.milvus" if config.kind == "milvus" else "index.faiss"
+
+
+def open_index(dim: int, config: IndexConfig):
+    if config.kind == "milvus":
+        from .milvus import MilvusIndex
+
+        return MilvusIndex(dim, config)
+    return VectorIndex(dim, config)
+
+
+def save_index(index, folder: Path) -> None:
+    index.save(folder if index.config.kind == "milvus" else folder / index_file(index.config))
+
+
+def load_index(folder: Path, dim: int, config: IndexConfig):
+    if config.kind == "milvus":
+        from .milvus import MilvusIndex
+
+        return MilvusIndex.load(folder, dim, config)
+    return VectorIndex.load(folder / index_file(config), dim, config)

@@ -27,7 +27,7 @@ from .errors import (EmbedderMismatchError, EmptyCorpusError, IndexLoadError, In
                      ModelLoadError)
 from .generator import GenerationConfig, Generator, cited_numbers
 from .grounding import extract, ground
-from .index import IndexConfig, VectorIndex
+from .index import IndexConfig, index_file, load_index, open_index, save_index
 from .io import _fsync_dir, atomic_write_json, check_save_target, sha256_file
 from .readers import read_documents
 from .sparse import HYBRID_DENSE_WEIGHT, SparseIndex, hybrid_fusion
@@ -102,7 +102,7 @@ def manifest_version(path: Path, m: Manifest) -> str:
         raise IndexLoadError(f"{where} is corrupt: its files span {len(versions)} folders "
                              f"({', '.join(sorted(versions)[:3])}); an index has one version folder")
     version = versions.pop()
-    for needed in ("index.faiss", "store.sqlite"):
+    for needed in (index_file(m.index), "store.sqlite"):
         if f"{version}/{needed}" not in m.files:
             raise IndexLoadError(f"{where} is corrupt: it does not list {version}/{needed}")
     root, vdir = path.resolve(), (path / version).resolve()
@@ -225,7 +225,7 @@ class UnifiedRAG:
         self.generator = Generator(backbone, _config(GenerationConfig, generation, "generation"))
         if hasattr(embedder, "generation"):  # GEM: one adapter for both, when its config says so
             self.generator.weights = embedder.generation
-        self.index = VectorIndex(embedder.dim, self.index_config)
+        self.index = open_index(embedder.dim, self.index_config)
         self.store = DocStore()
         self.sparse, self._sparse_lock = SparseIndex(), threading.Lock()
         self.hybrid_depth = 100  # how deep each ranking goes into the fusion
@@ -553,7 +553,7 @@ class UnifiedRAG:
         tmp.mkdir(mode=0o777)  # the umask applies, as to any folder (mkdtemp would give 0700)
         try:
             (tmp / OWNED).write_text(_OWNED_TEXT)  # first, so that cleanup knows the folder is ours
-            self.index.save(tmp / "index.faiss")
+            save_index(self.index, tmp)
             self.store.save_to(tmp / "store.sqlite")
             self.embedder.save_pretrained(tmp / "embedder")
             files, sizes = {}, {}
@@ -672,7 +672,7 @@ class UnifiedRAG:
                 f"{path} was built with embedder {m.embedder_kind} (dim {m.embedder_dim}, adapter {m.adapter_hash}); "
                 f"the one offered is {emb.kind} (dim {emb.dim}, adapter {emb.fingerprint})")
         rag = cls(backbone, emb, index=m.index, chunking=m.chunking, generation=generation)
-        rag.index = VectorIndex.load(path / version / "index.faiss", m.embedder_dim, m.index)
+        rag.index = load_index(path / version, m.embedder_dim, m.index)
         rag.store = DocStore.load_from(path / version / "store.sqlite")
         n_docs, n_chunks = rag.store.count()
         if (n_docs, n_chunks) != (m.n_documents, m.n_chunks) or rag.index.ntotal != n_chunks:
