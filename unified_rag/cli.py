@@ -48,6 +48,11 @@ class IndexKind(str, Enum):
     milvus = "milvus"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class Mode(str, Enum):  # unified_rag.rag.RETRIEVAL_MODES
     dense = "dense"
     sparse = "sparse"
@@ -379,9 +384,15 @@ def index(paths: List[Path] = typer.Argument(..., help="Files or folders: .txt, 
           hnsw_m: int = typer.Option(32, help="hnsw: neighbours per node."),
           ef_search: int = typer.Option(64, help="hnsw: candidate list size per query."),
           batch_size: int = typer.Option(32, help="Chunks embedded per forward pass."),
+          engine: Engine = typer.Option(Engine.local, help="local: this process; ray: chunk and encode on Ray "
+                                        "Data (one backbone per actor), then index here."),
+          address: Optional[str] = typer.Option(None, help="ray: a running cluster ('auto', 'ray://host:10001'); "
+                                                "default: a local Ray."),
+          actors: int = typer.Option(2, help="ray: encoding actors (one GPU each when the cluster has GPUs)."),
           verbose: bool = Verbose):
     """Chunk, embed and index documents, then save atomically."""
-    _check_positive(batch_size=batch_size, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search)
+    _check_positive(batch_size=batch_size, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
+                    actors=actors)
     _check_inputs(list(paths))
     _check_out(out)
     _check_embedder(embedder)
@@ -406,7 +417,12 @@ def index(paths: List[Path] = typer.Argument(..., help="Files or folders: .txt, 
         typer.echo(f"adding to {out} ({len(rag)} documents)")
     else:
         rag = UnifiedRAG.from_pretrained(model, embedder=embedder, index=index_cfg, chunking=chunk_cfg)
-    ids = rag.add_documents(list(paths), batch_size=batch_size, show_progress_bar=True)
+    if engine is Engine.ray:
+        from unified_rag.ray_engine import add_documents_ray
+
+        ids = add_documents_ray(rag, list(paths), model=model, address=address, actors=actors, batch_size=batch_size)
+    else:
+        ids = rag.add_documents(list(paths), batch_size=batch_size, show_progress_bar=True)
     rag.save(out)
     i = rag.info()
     typer.echo(f"indexed {len(ids)} documents; {out} now holds {i['documents']} documents, {i['chunks']} chunks "

@@ -334,6 +334,11 @@ class UnifiedRAG:
             vecs = self.embedder.encode_documents(texts, batch_size=batch_size, show_progress_bar=False)
             if on_batch is not None:
                 on_batch(len(texts))
+        self._commit_vectors(group, vecs)
+
+    def _commit_vectors(self, group: list[tuple[Document, list]], vecs: np.ndarray) -> None:
+        """Store and index a group of chunked documents whose chunk vectors (in order) are already
+        computed: here by `_commit`, or by Ray workers (unified_rag.ray_engine)."""
         replaced = [d.id for d, _ in group if self.store.has(d.id)]
         old_ids = self.store.chunk_ids(replaced)
         with self.store.transaction():
