@@ -122,3 +122,17 @@ def test_hnsw_tombstone_file_is_validated(tmp_path):
     (tmp_path / "i.faiss.deleted.json").write_text('{"not": "a list"}')
     with pytest.raises(IndexLoadError, match="deleted.json"):
         VectorIndex.load(tmp_path / "i.faiss", 8, idx.config)
+
+
+def test_hnsw_beam_follows_the_index_size_by_default():
+    from unified_rag.index import auto_ef_search
+
+    # the measured points (bench index-scale: recall@10 >= 0.95 needs 256 at 100k, 1,024 at 1M)
+    assert auto_ef_search(100_000) == 256 and auto_ef_search(1_000_000) == 1024
+    assert auto_ef_search(10) == 64 and auto_ef_search(10**9) == 4096
+    assert all(auto_ef_search(n) <= auto_ef_search(n * 3) for n in (1, 10**3, 10**5, 10**7))
+    vecs, q = _unit(3000, 32), _unit(50, 32, seed=1)
+    auto = VectorIndex(32, IndexConfig(kind="hnsw", hnsw_m=4, ef_construction=16))
+    auto.add(np.arange(3000), vecs)
+    fixed = VectorIndex(32, IndexConfig(kind="hnsw", hnsw_m=4, ef_construction=16, ef_search=1), index=auto.index)
+    assert _recall_at_10(auto, q, vecs) == _recall_at_10((fixed, {"ef_search": auto_ef_search(3000)}), q, vecs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +33,15 @@ IVF_TRAIN_SAMPLE_PER_LIST = 256  # k-means gains little from more; caps the trai
 HNSW_REBUILD_FRACTION = 0.25  # filtered HNSW search loses recall as the dead share grows
 
 
+def auto_ef_search(n: int) -> int:
+    """HNSW's beam for recall@10 >= 0.95 at n vectors: 256 at 100k and 1,024 at 1M, as measured
+    (`unified-rag bench index-scale`: recall 0.983 and 0.980; 128 and 512 fall short), so ef grows
+    as n^0.6 between them. Rounded up to a power of two, within [64, 4096]; sizes above 1M are
+    extrapolated."""
+    ef = 256 * (max(n, 1) / 100_000) ** 0.6
+    return int(min(4096, max(64, 2 ** math.ceil(math.log2(ef)))))
+
+
 class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,7 +50,7 @@ class IndexConfig(BaseModel):
     nprobe: int = Field(16, ge=1)  # ivf: clusters visited per query
     hnsw_m: int = Field(32, ge=2)  # hnsw: neighbours per node
     ef_construction: int = Field(200, ge=1)
-    ef_search: int = Field(64, ge=1)
+    ef_search: int | None = Field(None, ge=1)  # hnsw: None = scaled with the index size (auto_ef_search)
     use_gpu: bool | None = None  # None: when faiss sees a GPU
     milvus_uri: str | None = None  # milvus: a server's URI; None = embedded Milvus Lite
     milvus_collection: str = Field("unified_rag", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -71,9 +81,8 @@ class VectorIndex:
 
     def _apply_search_params(self) -> None:
         inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else self.index
-        if isinstance(inner, faiss.IndexHNSWFlat):
+        if isinstance(inner, faiss.IndexHNSWFlat):  # efSearch is set per search (it follows the size)
             inner.hnsw.efConstruction = self.config.ef_construction
-            inner.hnsw.efSearch = self.config.ef_search
         if isinstance(self.index, faiss.IndexIVF):
             self.index.nprobe = self.config.nprobe
 
@@ -177,8 +186,9 @@ class VectorIndex:
             if v is not None:
                 check_positive_int(v, name)
         params = None
-        if self.config.kind == "hnsw" and (ef_search is not None or k > self.config.ef_search or self.deleted):
-            params = faiss.SearchParametersHNSW(efSearch=max(ef_search or self.config.ef_search, k))
+        if self.config.kind == "hnsw":
+            ef = ef_search or self.config.ef_search or auto_ef_search(self.ntotal)
+            params = faiss.SearchParametersHNSW(efSearch=max(ef, k))
             if self.deleted:  # the selector sees our ids (IndexIDMap translates); locals keep both alive
                 dead = faiss.IDSelectorBatch(np.fromiter(self.deleted, np.int64))
                 alive = faiss.IDSelectorNot(dead)

@@ -117,8 +117,9 @@ def add_documents_ray(rag, docs, *, model: str | os.PathLike | None = None, addr
             model=model, dtype=str(rag.backbone.dtype).removeprefix("torch."),
             embedder_files=_pack(work / "embedder"), fingerprint=rag.embedder.fingerprint),
             batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0,
-            num_cpus=min(1.0, max(0.25, (ray.cluster_resources().get("CPU", 1) - 0.25) / actors)) if not gpus else 0)
-        ds.write_parquet(str(shard_dir))
+            num_cpus=min(1.0, max(0.25, (ray.cluster_resources().get("CPU", 1) - 0.5) / actors)) if not gpus else 0)
+        # Writing is light: a small CPU share, so that it never waits for the encoding actors to end.
+        ds.write_parquet(str(shard_dir), ray_remote_args={"num_cpus": 0.1})
         return _index_shards(rag, ordered, shard_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
