@@ -165,7 +165,11 @@ def summarise(out: str | os.PathLike) -> str:
                 if p.is_file()]
         if not runs:
             continue
-        same = [r for r in runs if r.get("dataset") == runs[0].get("dataset")]
+
+        def data(r: dict) -> dict:  # the query instruction is the protocol of backbone rows, not the data
+            return {k: v for k, v in r.get("dataset", {}).items() if k != "query_instruction"}
+
+        same = [r for r in runs if data(r) == data(runs[0])]
         results[suite] = {**runs[0], "methods": {}}
         for r in sorted(same, key=lambda r: r.get("environment", {}).get("time", "")):
             results[suite]["methods"].update(r["methods"])

@@ -71,3 +71,14 @@ def test_gen_ceiling_embeds_the_backbones_own_answers(tiny_backbone, tmp_path):
     np.testing.assert_allclose(v, teacher.encode(answers), atol=1e-5)
     assert v.shape == (3, teacher.dim) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
     assert GenCeiling(tiny_backbone, teacher, max_new_tokens=7).fingerprint != g.fingerprint
+
+
+def test_a_task_instruction_is_its_own_cache_entry(tiny_backbone, tmp_path):
+    mean = MeanPoolEmbedder(tiny_backbone)  # generic query instruction by default
+    generic, _ = encode(mean, CORPUS, "query", root=tmp_path)
+    task, meta = encode(mean, CORPUS, "query", root=tmp_path, instruction="Given a scientific claim, retrieve abstracts")
+    assert not meta["cache_hit"] and meta["instruction"].startswith("Given a scientific claim")
+    assert not np.allclose(task, generic)
+    np.testing.assert_allclose(task, mean.encode(CORPUS, instruction="Given a scientific claim, retrieve abstracts"),
+                               atol=1e-5)
+    assert encode(mean, CORPUS, "query", root=tmp_path)[1]["cache_hit"]  # the generic entry is untouched

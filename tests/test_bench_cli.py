@@ -52,7 +52,9 @@ def test_summary_merges_later_runs_on_the_same_data_only(tmp_path):
     put("scifact-a-newer", full, {"auto": 0.48}, "2026-12-01T00:00:00Z")  # the newer figure for a method stands
     put("scifact-b-older", full, {"auto": 0.1, "extra": 0.5}, "2026-10-01T00:00:00Z")
     put("scifact-1500", sample, {"sample-only": 0.6}, "2026-12-02T00:00:00Z")
+    # the task's query instruction is how backbone rows were run, not other data
+    put("scifact-c-instruction", {**full, "query_instruction": "Given a claim"}, {"instr": 0.49}, "2026-12-02T00:00:00Z")
     rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in runner.invoke(
         app, ["bench", "summary", str(tmp_path)]).output.splitlines() if line.startswith("| ") and "---" not in line}
     assert rows["bm25"] == "0.6600" and rows["old"] == "0.3100" and rows["auto"] == "0.4800", rows
-    assert rows["extra"] == "0.5000" and "sample-only" not in rows
+    assert rows["extra"] == "0.5000" and "sample-only" not in rows and rows["instr"] == "0.4900"
