@@ -73,3 +73,22 @@ def test_async_text_embeddings_are_one_batch(rag, monkeypatch):
     assert calls == [3] and ticks > 0
     q, _ = _ticks_while(lambda: emb.aget_query_embedding("alpha"))
     np.testing.assert_allclose(q, emb.get_query_embedding("alpha"), rtol=1e-5, atol=1e-6)
+
+
+def test_llama_index_on_milvus_keeps_the_one_backbone_embedding(rag, tmp_path):
+    """LlamaIndex's own Milvus vector store (embedded Milvus Lite), with our embedding: the engine
+    holds the vectors, the shared backbone makes them."""
+    pytest.importorskip("llama_index.vector_stores.milvus")
+    from llama_index.core import Document, StorageContext, VectorStoreIndex
+    from llama_index.vector_stores.milvus import MilvusVectorStore
+
+    from tests.conftest import CORPUS
+    from unified_rag.integrations.llama_index import UnifiedRAGEmbedding
+
+    embed = UnifiedRAGEmbedding.from_rag(rag)
+    store = MilvusVectorStore(uri=str(tmp_path / "milvus.db"), dim=rag.embedder.dim, overwrite=True)
+    index = VectorStoreIndex.from_documents([Document(text=t) for t in CORPUS], embed_model=embed,
+                                            storage_context=StorageContext.from_defaults(vector_store=store))
+    nodes = index.as_retriever(similarity_top_k=2).retrieve(CORPUS[2])
+    assert nodes[0].text == CORPUS[2]
+    assert embed._embedder is rag.embedder  # the rag's own embedder: no second model
