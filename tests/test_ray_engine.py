@@ -6,6 +6,8 @@ import pytest
 from tests.conftest import CORPUS
 
 ray = pytest.importorskip("ray")
+# Ray warns when an actor pool gets fewer input blocks than actors: then only one actor works.
+pytestmark = pytest.mark.filterwarnings("error:The minimum number of concurrent actors")
 
 
 @pytest.fixture(scope="module")

@@ -109,10 +109,12 @@ def add_documents_ray(rag, docs, *, model: str | os.PathLike | None = None, addr
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = show_progress_bar
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        ds = ray.data.from_items([{"order": i, "text": d.text} for i, d in enumerate(ordered)])
+        # Several blocks per actor, or a small corpus arrives as one block and only one actor works.
+        ds = ray.data.from_items([{"order": i, "text": d.text} for i, d in enumerate(ordered)],
+                                 override_num_blocks=max(1, min(len(ordered), 4 * actors)))
         ds = ds.map_batches(_Chunk, fn_constructor_kwargs=dict(tokenizer_files=_pack(work / "tokenizer"),
                                                                chunking=rag.chunk_config.model_dump()),
-                            batch_size=64, concurrency=1, num_cpus=0.25)  # light: leave the cores to encoding
+                            batch_size=None, concurrency=1, num_cpus=0.25)  # a block per call: keeps the blocks apart
         ds = ds.map_batches(_Encode, fn_constructor_kwargs=dict(
             model=model, dtype=str(rag.backbone.dtype).removeprefix("torch."),
             embedder_files=_pack(work / "embedder"), fingerprint=rag.embedder.fingerprint),
