@@ -42,6 +42,13 @@ def auto_ef_search(n: int) -> int:
     return int(min(4096, max(64, 2 ** math.ceil(math.log2(ef)))))
 
 
+def check_search_params(ef_search: int | None, nprobe: int | None) -> None:
+    """Per-search overrides are positive integers or None, for every engine."""
+    for name, v in (("ef_search", ef_search), ("nprobe", nprobe)):
+        if v is not None:
+            check_positive_int(v, name)
+
+
 class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -121,10 +128,14 @@ class VectorIndex:
             self._train_ivf()
         self._gpu_index = None
 
+    def _held(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of everything an ID-mapped index holds, tombstones included, in storage order."""
+        return (faiss.vector_to_array(self.index.id_map).astype(np.int64),
+                self.index.index.reconstruct_n(0, self.index.ntotal))
+
     def _train_ivf(self) -> None:
         """Train IVF's centroids on a seeded sample of every vector held, then move them all over."""
-        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
-        vecs = self.index.index.reconstruct_n(0, self.index.ntotal)
+        ids, vecs = self._held()
         n_sample = min(len(vecs), IVF_TRAIN_SAMPLE_PER_LIST * self.config.nlist)
         sample = vecs[np.sort(np.random.default_rng(0).choice(len(vecs), n_sample, replace=False))]
         ivf = self._new(trained_ivf=True)
@@ -151,8 +162,7 @@ class VectorIndex:
         """Rebuild the HNSW graph without its tombstones (deletes call this once they pass the threshold)."""
         if not self.deleted:
             return
-        held = faiss.vector_to_array(self.index.id_map)
-        vecs = self.index.index.reconstruct_n(0, self.index.ntotal)
+        held, vecs = self._held()
         keep = ~np.isin(held, list(self.deleted))
         self.index = self._new()
         self._apply_search_params()
@@ -182,9 +192,7 @@ class VectorIndex:
         only: a larger value trades speed for recall. HNSW never looks at fewer than k candidates."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = min(k, max(self.ntotal, 1))
-        for name, v in (("ef_search", ef_search), ("nprobe", nprobe)):
-            if v is not None:
-                check_positive_int(v, name)
+        check_search_params(ef_search, nprobe)
         params = None
         if self.config.kind == "hnsw":
             ef = ef_search or self.config.ef_search or auto_ef_search(self.ntotal)

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexLoadError, InputError
-from .types import check_positive_int
 
 META_FILE = "index.milvus"  # JSON: where the collection is, its width and size
 EMBEDDED_DB = "index.milvus.db"  # Milvus Lite's folder, beside META_FILE, in embedded mode
@@ -114,13 +113,13 @@ class MilvusIndex:
 
     def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None,
                nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids), padded with (-inf, -1) like FAISS. ef_search / nprobe are FAISS's and
-        are checked but unused: the collection's FLAT index is exact."""
-        for name, v in (("ef_search", ef_search), ("nprobe", nprobe)):
-            if v is not None:
-                check_positive_int(v, name)
+        """Top-k (scores, ids), padded with (-inf, -1) like FAISS where fewer than k are held (no count
+        query first: that would be a second round trip per search). ef_search / nprobe are FAISS's
+        and are checked but unused: the collection's FLAT index is exact."""
+        from .index import check_search_params
+
+        check_search_params(ef_search, nprobe)
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        k = min(k, max(self.ntotal, 1))
         res = self.client.search(self.collection, data=queries.tolist(), limit=k,
                                  search_params={"metric_type": "IP"}, output_fields=[])
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)

@@ -108,7 +108,8 @@ def add_documents_ray(rag, docs, *, model: str | os.PathLike | None = None, addr
                      include_dashboard=False, configure_logging=False)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = show_progress_bar
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
         # Several blocks per actor, or a small corpus arrives as one block and only one actor works.
         ds = ray.data.from_items([{"order": i, "text": d.text} for i, d in enumerate(ordered)],
                                  override_num_blocks=max(1, min(len(ordered), 4 * actors)))
@@ -119,7 +120,7 @@ def add_documents_ray(rag, docs, *, model: str | os.PathLike | None = None, addr
             model=model, dtype=str(rag.backbone.dtype).removeprefix("torch."),
             embedder_files=_pack(work / "embedder"), fingerprint=rag.embedder.fingerprint),
             batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0,
-            num_cpus=min(1.0, max(0.25, (ray.cluster_resources().get("CPU", 1) - 0.5) / actors)) if not gpus else 0)
+            num_cpus=min(1.0, max(0.25, (resources.get("CPU", 1) - 0.5) / actors)) if not gpus else 0)
         # Writing is light: a small CPU share, so that it never waits for the encoding actors to end.
         ds.write_parquet(str(shard_dir), ray_remote_args={"num_cpus": 0.1})
         return _index_shards(rag, ordered, shard_dir)
