@@ -14,7 +14,7 @@ import numpy as np
 from unified_rag.backbone import default_teacher_path
 from unified_rag.errors import InputError, ModelLoadError, require
 
-from unified_rag.sparse import BM25_B, BM25_K1, BM25_TOKENS, HYBRID_DENSE_WEIGHT, hybrid_fusion, tokenize
+from unified_rag.sparse import BM25_B, BM25_K1, BM25_STEMMER, BM25_TOKENS, HYBRID_DENSE_WEIGHT, hybrid_fusion, tokenize
 
 MINILM = "all-MiniLM-L6-v2"
 
@@ -27,18 +27,19 @@ def minilm_path() -> Path:
 class BM25:
     kind = "bm25"
 
-    def __init__(self, k1: float = BM25_K1, b: float = BM25_B, method: str = "robertson"):
+    def __init__(self, k1: float = BM25_K1, b: float = BM25_B, method: str = "robertson", stem: bool = True):
         import logging
 
         import bm25s
 
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
-        self.k1, self.b, self.method = k1, b, method
-        self.name = f"bm25 (k1={k1}, b={b})"
-        key = f"bm25s-{bm25s.__version__}-{method}-{k1}-{b}-{BM25_TOKENS}"
+        self.k1, self.b, self.method, self.stem = k1, b, method, stem
+        self.name = f"bm25 (k1={k1}, b={b}{', ' + BM25_STEMMER + ' stemming' if stem else ', no stemming'})"
+        key = f"bm25s-{bm25s.__version__}-{method}-{k1}-{b}-{BM25_TOKENS}" + (f"-{BM25_STEMMER}" if stem else "")
         self.fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    tokenize = staticmethod(tokenize)  # the library's sparse mode tokenizes the same way
+    def tokenize(self, texts: list[str]):
+        return tokenize(texts, self.stem)  # the library's sparse mode tokenizes the same way
 
     def search(self, doc_ids: list[str], doc_texts: list[str], queries: dict[str, str], k: int,
                excluded: dict[str, set[str]] | None = None) -> dict[str, dict[str, float]]:
@@ -145,20 +146,20 @@ class GenCeiling:
 
 
 class Hybrid:
-    """The library's hybrid mode over whole documents: weighted reciprocal rank fusion of a dense
-    method's ranking and BM25's, each `depth` deep (unified_rag.sparse.hybrid_fusion)."""
+    """The library's hybrid mode over whole documents: a convex combination of a dense method's and
+    BM25's z-normalised scores, each list `depth` deep (unified_rag.sparse.hybrid_fusion)."""
 
     kind = "hybrid"
 
     def __init__(self, dense, depth: int = 100, dense_weight: float = HYBRID_DENSE_WEIGHT):
         self.dense, self.sparse, self.depth, self.dense_weight = dense, BM25(), depth, dense_weight
-        self.name = f"hybrid ({method_name(dense)} + bm25, RRF, dense weight {dense_weight})"
-        self.fingerprint = hashlib.sha256(f"{dense.fingerprint}-{self.sparse.fingerprint}-{depth}-{dense_weight}"
+        self.name = f"hybrid ({method_name(dense)} + bm25, z-score fusion, dense weight {dense_weight})"
+        self.fingerprint = hashlib.sha256(f"{dense.fingerprint}-{self.sparse.fingerprint}-{depth}-{dense_weight}-zscore"
                                           .encode()).hexdigest()[:16]
 
     def fuse(self, dense_run: dict, sparse_run: dict, k: int) -> dict[str, dict[str, float]]:
-        return {q: dict(hybrid_fusion(list(dense_run.get(q, {})), list(sparse_run.get(q, {})), self.dense_weight)[:k])
-                for q in dense_run}
+        return {q: dict(hybrid_fusion(list(dense_run.get(q, {}).items()), list(sparse_run.get(q, {}).items()),
+                                      self.dense_weight)[:k]) for q in dense_run}
 
 
 def load_method(spec: str, backbone: Callable[[], object], *, max_length: int | None = None):
@@ -167,8 +168,8 @@ def load_method(spec: str, backbone: Callable[[], object], *, max_length: int | 
     spec = spec.strip()
     if spec.startswith("hybrid"):  # "hybrid" (over auto) or "hybrid:<dense spec>"
         return Hybrid(load_method(spec.partition(":")[2] or "auto", backbone, max_length=max_length))
-    if spec == "bm25":
-        return BM25()
+    if spec in ("bm25", "bm25-plain"):  # bm25-plain: no stemming, the data README's reference rebuild
+        return BM25(stem=spec == "bm25")
     if spec == "minilm":
         return SentenceTransformerEmbedder(minilm_path())
     if spec == "gen-ceiling":
@@ -178,7 +179,7 @@ def load_method(spec: str, backbone: Callable[[], object], *, max_length: int | 
     from embedders import EMBEDDERS, load_embedder
 
     if spec != "auto" and spec not in EMBEDDERS and not Path(spec).is_dir():  # fail before loading a model
-        raise ModelLoadError(f"unknown embedder {spec!r}: use bm25, minilm, st:<model>, gen-ceiling, hybrid[:<spec>], auto, "
+        raise ModelLoadError(f"unknown embedder {spec!r}: use bm25, bm25-plain, minilm, st:<model>, gen-ceiling, hybrid[:<spec>], auto, "
                              f"{', '.join(sorted(EMBEDDERS))}, or an adapter dir")
     emb = load_embedder(spec, backbone())
     if max_length:

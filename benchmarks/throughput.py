@@ -1,10 +1,26 @@
 """Encode throughput of the default backbone against this machine's measured matmul peak.
 
     python -m benchmarks.throughput [--model M] [--batch-size 32] [--seq-len 256] [--batches 8]
+        [--compare-hf] [--compile] [--index-overhead N] [--kv-reuse]
 
 Prints tokens/s and docs/s for realistic chunks (the shipped demo corpus, chunked as UnifiedRAG
 chunks it), the bf16 and float32 matmul peak measured in the same run, and model FLOPs utilisation
 (MFU): forward FLOPs actually needed per token over the bf16 (or float32) peak.
+
+`--compare-hf` times a plain Hugging Face forward (the decoder, then mean pooling in plain torch) on
+the library's own padded batches of the same chunks, in the same run and dtype, and prints the
+library's speed over it. `--compile` then compiles the embedding forward (`Backbone.compile`), times
+the compile, and times the library again.
+
+`--index-overhead N` indexes the first N SciFact documents through `UnifiedRAG.add_documents`
+(chunking, encoding, FAISS, SQLite) with `--embedder`, then encodes the same chunks alone, in the same
+run, and prints the ratio.
+
+`--kv-reuse` adds the time to first token of a RAG answer (question-first prompt, `--sources` demo
+chunks) three ways, on the same prompts in the same run: a fresh prefill of the whole prompt
+(`model.generate`), the generator with the system turn's cached KV, and the generator continuing from
+the chat-framed query embedder's own pass (`embedders.pooling`, query_frame="chat"). The query pass
+is not counted: retrieval needs it either way.
 """
 from __future__ import annotations
 
@@ -58,6 +74,90 @@ def demo_chunks(tokenizer, seq_len: int) -> list[str]:
     return [c for t in texts for c, _, _ in chunk_text(t, tokenizer, cfg)]
 
 
+QUESTIONS = ["What does the Kraft inequality say about prefix codes?",
+             "Which condition makes a function integrable according to the theorem?",
+             "How is the central limit theorem used to approximate sums of random variables?",
+             "What is the relation between eigenvalues and the determinant of a matrix?"]
+
+
+def _best_ms(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return round(1e3 * best, 1)
+
+
+@torch.inference_mode()
+def plain_hf_seconds(backbone, embedder, chunks: list[str], batch_size: int) -> float:
+    """A plain HF forward over the library's own padded batches (collated beforehand, not timed)."""
+    items = embedder.tokenize(chunks, embedder.config.document_instruction, warn=False)
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
+    batches = [embedder.collate([items[i] for i in order[s:s + batch_size]]) for s in range(0, len(order), batch_size)]
+    _sync(backbone.device)
+    t = time.perf_counter()
+    for b in batches:
+        h = backbone.decoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+        m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
+        torch.nn.functional.normalize(((h * m).sum(1) / m.sum(1)).float(), dim=-1).cpu()
+    _sync(backbone.device)
+    return time.perf_counter() - t
+
+
+def _timed_encode(embedder, chunks: list[str], batch_size: int) -> float:
+    _sync(embedder.backbone.device)
+    t = time.perf_counter()
+    embedder.encode_documents(chunks, batch_size=batch_size, show_progress_bar=False)
+    _sync(embedder.backbone.device)
+    return time.perf_counter() - t
+
+
+def kv_reuse_figures(backbone, chunks: list[str], n_sources: int, repeats: int = 3) -> dict:
+    """Time to first token (best of `repeats`, median over QUESTIONS) with and without KV reuse."""
+    import numpy as np
+
+    from embedders.pooling import MeanPoolEmbedder
+    from unified_rag.generator import Generator
+    from unified_rag.types import Hit
+
+    gen, emb = Generator(backbone), MeanPoolEmbedder(backbone, query_frame="chat")
+    rows = []
+    for j, q in enumerate(QUESTIONS):
+        hits = [Hit(rank=i + 1, score=1.0, doc_id=str(i), chunk_id=i, text=chunks[(j * n_sources + i) % len(chunks)],
+                    metadata={}) for i in range(n_sources)]
+        _, prefix = emb.encode_query_with_kv(q)
+        ids, _ = gen.rag_prompt(q, hits, 64, prefix)
+        with torch.inference_mode():
+            fresh = _best_ms(lambda: backbone.model.generate(**gen._generate_kwargs([ids], 1)), repeats)
+        system = _best_ms(lambda: gen.generate_ids(ids, 1), repeats)
+        reused = _best_ms(lambda: gen.generate_ids(ids, 1, prefix), repeats)
+        rows.append(dict(prompt_tokens=len(ids), reused_tokens=len(prefix.ids), system_tokens=len(gen.system_prefix().ids),
+                         fresh_ms=fresh, system_kv_ms=system, query_kv_ms=reused))
+    med = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
+    return dict(questions=len(rows), sources=n_sources, per_question=rows, **{f"median_{k}": v for k, v in med.items()},
+                speedup_query_kv=round(med["fresh_ms"] / med["query_kv_ms"], 2))
+
+
+def index_overhead_figures(backbone, embedder, n_docs: int, batch_size: int) -> dict:
+    """Seconds to index n SciFact documents end to end, and to encode the same chunks alone."""
+    from unified_rag import Document, UnifiedRAG
+
+    from .efficiency import _scifact
+
+    docs = [Document(text=t, id=str(i)) for i, t in enumerate(_scifact(n_docs)[0])]
+    rag = UnifiedRAG(backbone, embedder)
+    t = time.perf_counter()
+    rag.add_documents(docs, batch_size=batch_size, show_progress_bar=False)
+    index_s = time.perf_counter() - t
+    chunks = [r["text"] for r in rag.store.chunks(rag.index.ids().tolist())]
+    t = time.perf_counter()
+    embedder.encode_documents(chunks, batch_size=batch_size, show_progress_bar=False)
+    encode_s = time.perf_counter() - t
+    return dict(docs=len(docs), chunks=len(chunks), index_s=round(index_s, 1), encode_s=round(encode_s, 1),
+                ratio=round(index_s / encode_s, 3))
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="backbone (default: offline SmolLM2-135M-Instruct)")
@@ -67,6 +167,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--compare-hf", action="store_true", help="also time a plain HF forward on the same batches")
+    ap.add_argument("--compile", action="store_true", help="then compile the embedding forward and time it again")
+    ap.add_argument("--index-overhead", type=int, metavar="N", help="also time indexing N SciFact docs against encoding alone")
+    ap.add_argument("--kv-reuse", action="store_true", help="also time the first token with and without KV reuse")
+    ap.add_argument("--sources", type=int, default=3, help="--kv-reuse: chunks in each prompt")
     args = ap.parse_args(argv)
 
     from embedders import load_embedder
@@ -78,11 +183,7 @@ def main(argv=None) -> dict:
     chunks = demo_chunks(backbone.tokenizer, args.seq_len)[: args.batch_size * args.batches]
     n_tokens = sum(len(ids) for ids, _, _ in embedder.tokenize(chunks, None))
     embedder.encode(chunks[: args.batch_size], batch_size=args.batch_size)  # warm-up
-    _sync(dev)
-    t = time.perf_counter()
-    embedder.encode_documents(chunks, batch_size=args.batch_size, show_progress_bar=False)
-    _sync(dev)
-    dt = time.perf_counter() - t
+    dt = _timed_encode(embedder, chunks, args.batch_size)
 
     peak_bf16 = matmul_peak(torch.bfloat16, dev)
     peak_fp32 = matmul_peak(torch.float32, dev)
@@ -102,6 +203,34 @@ def main(argv=None) -> dict:
     print(f"matmul peak: bf16 {r['peak_bf16_tflops']:.2f} TFLOP/s, float32 {r['peak_fp32_tflops']:.2f} TFLOP/s "
           f"(bf16/fp32 = {r['bf16_over_fp32']:.1f}x)")
     print(f"model FLOPs: {r['model_tflops']:.3f} TFLOP/s = {100 * r['mfu']:.0f}% of the {r['dtype']} matmul peak (MFU)")
+    if args.compare_hf:
+        hf = plain_hf_seconds(backbone, embedder, chunks, args.batch_size)
+        r.update(plain_hf_s=round(hf, 3), library_over_hf=round(hf / dt, 3))
+        print(f"plain HF forward, same batches: {hf:.1f} s against the library's {dt:.1f} s: "
+              f"library {r['library_over_hf']:.2f}x")
+    if args.compile:
+        t = time.perf_counter()
+        backbone.compile()
+        for n in (args.batch_size, args.batch_size // 2 + 1):  # two batch shapes: the dynamic graph is built
+            embedder.encode(chunks[:n], batch_size=n)
+        r["compile_s"] = round(time.perf_counter() - t, 1)
+        dc = _timed_encode(embedder, chunks, args.batch_size)
+        r.update(compiled_s=round(dc, 3), compiled_tokens_per_s=round(n_tokens / dc, 1), compiled_over_eager=round(dt / dc, 3))
+        line = f"compiled ({r['compile_s']:.0f} s to compile): {dc:.1f} s, {n_tokens / dc:,.0f} tokens/s, {dt / dc:.2f}x eager"
+        if args.compare_hf:
+            r["compiled_over_hf"] = round(r["plain_hf_s"] / dc, 3)
+            line += f", {r['compiled_over_hf']:.2f}x the plain HF forward"
+        print(line)
+    if args.index_overhead:
+        r["index_overhead"] = o = index_overhead_figures(backbone, embedder, args.index_overhead, args.batch_size)
+        print(f"indexing {o['docs']} SciFact docs ({o['chunks']} chunks): {o['index_s']:.0f} s end to end, "
+              f"{o['encode_s']:.0f} s to encode the same chunks alone ({o['ratio']:.3f}x)")
+    if args.kv_reuse:
+        r["kv_reuse"] = k = kv_reuse_figures(backbone, chunks, args.sources)
+        print(f"time to first token, median of {k['questions']} prompts of ~{k['median_prompt_tokens']:.0f} tokens: "
+              f"fresh prefill {k['median_fresh_ms']:.0f} ms, system turn's KV ({k['median_system_tokens']:.0f} tokens) "
+              f"{k['median_system_kv_ms']:.0f} ms, query pass's KV ({k['median_reused_tokens']:.0f} tokens) "
+              f"{k['median_query_kv_ms']:.0f} ms ({k['speedup_query_kv']:.2f}x)")
     if args.json:
         from unified_rag.io import atomic_write_json
 

@@ -99,6 +99,14 @@ class Embedder(torch.nn.Module):
         head, tail = self.frame(instruction)
         return min(self.config.max_length, self.backbone.max_length) - len(head) - len(tail) - self.n_special
 
+    def query_budget(self) -> int:
+        """How many tokens of a query `encode_queries` embeds."""
+        return self.text_budget(self.config.query_instruction)
+
+    # Whether `encode_query_with_kv` gives the KV cache of a question-first RAG prompt's opening
+    # (embedders.pooling with query_frame="chat"); adapters and special tokens change the KV, so no.
+    reuses_kv: bool = False
+
     def collate(self, items: list[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
         n_sp = self.n_special
         width = max(len(ids) for ids, _, _ in items) + n_sp
@@ -159,6 +167,9 @@ class Embedder(torch.nn.Module):
     def encode_documents(self, texts, **kw) -> np.ndarray:
         kw.setdefault("instruction", self.config.document_instruction)
         return self.encode(texts, **kw)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, dim={self.dim}, backbone={self.backbone.name!r}"
 
     # --- persistence -----------------------------------------------------------------------------
     def adapter_state(self) -> dict[str, torch.Tensor]:
@@ -254,7 +265,4 @@ def cast_adapter(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dt
         atomic_write_bytes(dst / RELEVANCE_NAME, (src / RELEVANCE_NAME).read_bytes())
     atomic_write_bytes(dst / CONFIG_NAME, (src / CONFIG_NAME).read_bytes())  # config last: the dir is whole
     return dst
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, dim={self.dim}, backbone={self.backbone.name!r}"
 

@@ -4,7 +4,11 @@ K learned special tokens are appended to the (chat-framed) input. Their last-lay
 go through a reconstruction projection r_k = W_r h_k + b_r (H->H) and an alignment projection
 a_k = W_a r_k + b_a (H->D); the embedding is mean_k a_k. The r_k are also a soft prompt from which
 the *same* causal LM can decode the response the tokens stand for (`decode`). The backbone stays
-frozen; the adapter is the K token rows and the two projections.
+frozen; the adapter is the token rows and the two projections.
+
+The paper's layout puts T "thought" tokens before the K "compression" tokens (10 + 10): the thought
+tokens give the model room to work, and only the compression tokens are embedded and decoded.
+`num_thought_tokens` (default 0, the layout this project's runs used) turns it on.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ _SLOT = "\x00TEXT\x00"
 
 class LLM2VecGenConfig(EmbedderConfig):
     kind: str = "llm2vec-gen"
-    num_special_tokens: int = 10
+    num_special_tokens: int = 10  # the compression tokens: embedded and decoded
+    num_thought_tokens: int = 0  # before them, neither embedded nor decoded; the paper uses 10
     embed_dim: int | None = None  # None: the backbone's hidden size (identity-initialised)
     template: Literal["chat", "plain"] = "chat"  # "chat": the text is the user turn, the tokens the reply
     query_instruction: str | None = None
@@ -35,13 +40,13 @@ class LLM2VecGenEmbedder(Embedder):
 
     def __init__(self, backbone, config: LLM2VecGenConfig | None = None, **overrides):
         super().__init__(backbone, config, **overrides)
-        H, K = backbone.hidden_size, self.config.num_special_tokens
+        H, K, T = backbone.hidden_size, self.config.num_special_tokens, self.config.num_thought_tokens
         D = self.config.embed_dim or H
-        if K < 1:
-            raise InputError("num_special_tokens must be >= 1")
-        self.n_special = K
+        if K < 1 or T < 0:
+            raise InputError("num_special_tokens must be >= 1 and num_thought_tokens >= 0")
+        self.n_special = T + K  # thought tokens first, then the compression tokens
         # Fresh tokens drawn from the distribution of the existing vocabulary rows.
-        self.special_embeddings = torch.nn.Parameter(fresh_token_rows(backbone, K, self.config.init_seed))
+        self.special_embeddings = torch.nn.Parameter(fresh_token_rows(backbone, T + K, self.config.init_seed))
         self.rec_proj = torch.nn.Linear(H, H)
         self.align_proj = torch.nn.Linear(H, D)
         with torch.no_grad():
@@ -56,6 +61,10 @@ class LLM2VecGenEmbedder(Embedder):
     def dim(self) -> int:
         return self.align_proj.out_features
 
+    def config_key(self) -> str:
+        # Without the thought tokens when there are none: adapters saved before the option keep their fingerprint.
+        return self.config.model_dump_json(exclude={"num_thought_tokens"} if not self.config.num_thought_tokens else None)
+
     def frame(self, instruction):
         tok = self.backbone.tokenizer
         if self.config.template == "chat" and getattr(tok, "chat_template", None):
@@ -68,11 +77,11 @@ class LLM2VecGenEmbedder(Embedder):
         return super().frame(instruction)
 
     def special_states(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(r, a): [B, K, H] soft-prompt states and [B, K, D] aligned states, float32."""
+        """(r, a): [B, K, H] soft-prompt states and [B, K, D] aligned states of the compression tokens, float32."""
         embeds = splice_specials(self.backbone, batch["input_ids"], batch["special_mask"], self.special_embeddings)
-        B, K = embeds.shape[0], self.n_special
+        B, T = embeds.shape[0], self.config.num_thought_tokens
         hidden = self.backbone.hidden_states(inputs_embeds=embeds, attention_mask=batch["attention_mask"])
-        h = hidden[batch["special_mask"]].view(B, K, -1).float()
+        h = hidden[batch["special_mask"]].view(B, self.n_special, -1)[:, T:].float()
         r = self.rec_proj(h)
         return r, self.align_proj(r)
 
@@ -84,13 +93,14 @@ class LLM2VecGenEmbedder(Embedder):
                instruction: str | None = None, batch_size: int = 16, **generate_kwargs) -> list[str]:
         """Generate the text the special tokens stand for, from the soft prompt r_1..K.
 
-        Uses the shared causal LM with its KV cache; every row's prompt is exactly K soft tokens,
-        so batches need no padding.
+        Uses the shared causal LM with its KV cache; every row's prompt is exactly the K compression
+        tokens' soft states, so batches need no padding.
         """
         if isinstance(texts_or_states, torch.Tensor):
             states = texts_or_states
-            if states.dim() != 3 or states.shape[1:] != (self.n_special, self.backbone.hidden_size):
-                raise InputError(f"states must have shape [B, {self.n_special}, {self.backbone.hidden_size}]")
+            K = self.config.num_special_tokens
+            if states.dim() != 3 or states.shape[1:] != (K, self.backbone.hidden_size):
+                raise InputError(f"states must have shape [B, {K}, {self.backbone.hidden_size}]")
         else:
             texts = [texts_or_states] if isinstance(texts_or_states, str) else list(texts_or_states)
             if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):

@@ -7,22 +7,34 @@ vector, both estimated once on unlabelled text, removes them (see README for the
 `layers` picks which hidden layers to pool (default: the last). Early layers of a decoder can pool
 better than the last, which is shaped for predicting the next token; several layers are concatenated,
 and standardisation then puts them on one scale.
+
+`query_frame="chat"` frames each query as the opening of the generator's question-first RAG prompt
+(system turn, then "Question: " and the query) instead of the instruction line. These embedders run
+the untouched backbone with causal attention, so a query's pass is then exactly the prefill of the
+prompt's first tokens, and `answer()` reuses its KV cache (`encode_query_with_kv`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
+import numpy as np
 import torch
 
 from unified_rag.errors import InputError
+from unified_rag.generator import SYSTEM_PROMPT, KVPrefix, question_head_ids
+from unified_rag.types import check_texts
 
 from .base import Embedder, EmbedderConfig
+
+_CHAT = "\x00chat-frame\x00"  # the instruction value that asks frame() for the chat opening
 
 
 class PoolingConfig(EmbedderConfig):
     # Hidden layers to pool: 0 is the token embeddings, the model's layer count the last (normed).
     # Several are pooled one by one and concatenated. None: the last layer alone.
     layers: list[int] | None = None
+    query_frame: Literal["instruction", "chat"] = "instruction"
+    system_prompt: str = SYSTEM_PROMPT  # the generator's, for query_frame="chat"
 
 
 class _PoolingEmbedder(Embedder):
@@ -42,8 +54,43 @@ class _PoolingEmbedder(Embedder):
         return self.backbone.hidden_size * len(self.config.layers or [None])
 
     def config_key(self) -> str:
-        # Without `layers` when it is the default: indexes saved before the option keep their fingerprint.
-        return self.config.model_dump_json(exclude={"layers"} if self.config.layers is None else None)
+        # Without the later options at their defaults: indexes saved before them keep their fingerprint.
+        c = self.config
+        later = {"layers": c.layers is None, "query_frame": c.query_frame == "instruction",
+                 "system_prompt": c.query_frame == "instruction"}
+        return c.model_dump_json(exclude={k for k, default in later.items() if default})
+
+    # --- the chat frame, and the KV its query pass leaves -----------------------------------------
+    @property
+    def reuses_kv(self) -> bool:
+        return self.config.query_frame == "chat"
+
+    def frame(self, instruction):
+        if instruction == _CHAT:
+            return question_head_ids(self.backbone.tokenizer, self.config.system_prompt), []
+        return super().frame(instruction)
+
+    def encode_queries(self, texts, **kw) -> np.ndarray:
+        if self.reuses_kv:
+            kw.setdefault("instruction", _CHAT)
+        return super().encode_queries(texts, **kw)
+
+    def query_budget(self) -> int:
+        return self.text_budget(_CHAT if self.reuses_kv else self.config.query_instruction)
+
+    @torch.inference_mode()
+    def encode_query_with_kv(self, query: str) -> tuple[np.ndarray, KVPrefix]:
+        """One query's unit vector, as `encode_queries` gives it, and the KV cache of its pass: the
+        prefill of a question-first RAG prompt's first tokens (`Generator.rag_prompt(prefix=)`)."""
+        if not self.reuses_kv:
+            raise InputError("KV reuse needs query_frame='chat': this embedder frames queries with an instruction")
+        check_texts([query], "query")
+        items = self.tokenize([query], _CHAT, warn=False)
+        batch = self.collate(items)
+        hidden, cache = self.backbone.hidden_states(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                                    layers=self.config.layers, return_cache=True)
+        vec = torch.nn.functional.normalize(self._pooled(hidden, batch), dim=-1)
+        return vec[0].cpu().numpy(), KVPrefix(tuple(items[0][0]), cache)
 
     @property
     def standardized(self) -> bool:
@@ -53,11 +100,13 @@ class _PoolingEmbedder(Embedder):
         raise NotImplementedError
 
     def embed_batch(self, batch):
-        layers = self.config.layers
         hidden = self.backbone.hidden_states(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                             layers=layers)
-        pooled = self.pool(hidden.float(), batch) if layers is None else torch.cat([self.pool(h.float(), batch)
-                                                                                    for h in hidden], -1)
+                                             layers=self.config.layers)
+        return self._pooled(hidden, batch)
+
+    def _pooled(self, hidden, batch) -> torch.Tensor:
+        pooled = (self.pool(hidden.float(), batch) if self.config.layers is None
+                  else torch.cat([self.pool(h.float(), batch) for h in hidden], -1))
         if self.standardized:
             pooled = (pooled - self.feature_mean.to(pooled.device)) / self.feature_std.to(pooled.device)
         return pooled

@@ -1,4 +1,5 @@
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +95,33 @@ def test_auto_dtype_reads_the_cpu(monkeypatch, flags, fast):
         assert B.resolve_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if fast else torch.float32)
     finally:
         B._cpu_has_fast_bf16.cache_clear()
+
+
+def test_compiled_encoding_equals_eager(fresh_tiny_backbone):
+    """Backbone.compile(): one dynamic-shape graph for batches of any length, the same vectors."""
+    from unified_rag import MeanPoolEmbedder
+
+    from tests.conftest import CORPUS
+
+    emb = MeanPoolEmbedder(fresh_tiny_backbone)
+    texts = CORPUS + ["short", "a much longer text " * 12]
+    eager = emb.encode(texts, batch_size=3)
+    fresh_tiny_backbone.compile()
+    assert fresh_tiny_backbone.compiled
+    np.testing.assert_allclose(emb.encode(texts, batch_size=3), eager, atol=1e-5)
+    np.testing.assert_allclose(emb.encode(texts[::-1], batch_size=4), eager[::-1], atol=1e-5)  # other shapes
+
+
+def test_failed_compile_falls_back_to_eager(fresh_tiny_backbone):
+    from unified_rag import MeanPoolEmbedder
+
+    emb = MeanPoolEmbedder(fresh_tiny_backbone)
+    eager = emb.encode(["a text", "another text"])
+
+    def broken(**_):
+        raise RuntimeError("no C++ compiler")
+
+    fresh_tiny_backbone._compiled_decoder = broken  # what a failing inductor looks like at the first call
+    with pytest.warns(UserWarning, match="runs eagerly"):
+        np.testing.assert_array_equal(emb.encode(["a text", "another text"]), eager)
+    assert not fresh_tiny_backbone.compiled

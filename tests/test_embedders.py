@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from embedders.adapters import splice_specials
 from tests.conftest import CORPUS
 from unified_rag import (Embedder, InputError, LastTokenEmbedder, LLM2VecGenEmbedder, MeanPoolEmbedder,
                          load_embedder)
@@ -99,6 +100,25 @@ def test_llm2vec_gen_untrained_is_identity_and_round_trips(tiny_backbone, tmp_pa
     back = load_embedder(tmp_path / "gen", tiny_backbone)
     assert isinstance(back, LLM2VecGenEmbedder) and back.n_special == 3
     np.testing.assert_array_equal(back.encode(CORPUS), e.encode(CORPUS))
+
+
+def test_llm2vec_gen_thought_tokens_are_neither_embedded_nor_decoded(tiny_backbone, tmp_path):
+    """The paper's layout: T thought tokens, then K compression tokens; only the last K are the output."""
+    e = LLM2VecGenEmbedder(tiny_backbone, num_special_tokens=3, num_thought_tokens=2)
+    assert e.n_special == 5 and e.special_embeddings.shape[0] == 5
+    b = e.collate(e.tokenize(CORPUS[:2], None))
+    r, a = e.special_states(b)
+    assert r.shape[1] == a.shape[1] == 3
+    with torch.no_grad():  # the compression states are the last 3 specials' (causal: they read the thoughts)
+        h = tiny_backbone.hidden_states(inputs_embeds=splice_specials(tiny_backbone, b["input_ids"], b["special_mask"],
+                                                                      e.special_embeddings),
+                                        attention_mask=b["attention_mask"])
+        torch.testing.assert_close(r, h[b["special_mask"]].view(2, 5, -1)[:, 2:].float())
+    assert len(e.decode(CORPUS[:2], max_new_tokens=3)) == 2
+    e.save_pretrained(tmp_path / "gen")
+    back = load_embedder(tmp_path / "gen", tiny_backbone)
+    np.testing.assert_array_equal(back.encode(CORPUS), e.encode(CORPUS))
+    assert "num_thought_tokens" not in LLM2VecGenEmbedder(tiny_backbone, num_special_tokens=3).config_key()
 
 
 def test_llm2vec_gen_projection_to_other_dim(tiny_backbone):

@@ -64,7 +64,7 @@ def test_no_relevant_source_means_cannot_answer(rag, monkeypatch):
 
 
 def test_the_cut_keeps_exactly_the_sources_at_or_above_it(rag, monkeypatch):
-    monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None: "Something.")
+    monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None, prefix=None: "Something.")
     every = rag.answer(CORPUS[0], k=4, max_new_tokens=5, min_relevance=None)
     scores = [h.relevance for h in every.sources]
     assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1.0, abs=1e-5)  # an exact copy
@@ -89,7 +89,7 @@ def test_extractive_mode_quotes_the_best_source_sentence(rag):
 
 
 def test_answer_modes_and_the_old_spelling(rag, monkeypatch):
-    monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None: "Paris [1].")
+    monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None, prefix=None: "Paris [1].")
     old = rag.answer("capital of France", k=2, max_new_tokens=5, mode="sparse")  # mode once named the retrieval
     new = rag.answer("capital of France", k=2, max_new_tokens=5, retrieval="sparse")
     assert old == new and old.mode == "generative"

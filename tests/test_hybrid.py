@@ -1,14 +1,37 @@
-"""Sparse (BM25 over the chunk store) and hybrid (RRF) retrieval: correct, in sync, persisted with the index."""
+"""Sparse (BM25 over the chunk store) and hybrid (z-score fusion) retrieval: correct, in sync, persisted with the index."""
 import pytest
 
 from unified_rag import InputError, UnifiedRAG
-from unified_rag.sparse import SparseIndex, reciprocal_rank_fusion
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from unified_rag.sparse import SparseIndex, hybrid_fusion, tokenize
 
 
-def test_rrf_by_hand():
-    fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1]], k=60)
-    assert [i for i, _ in fused] == [1, 3, 2]
-    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62) and fused[2][1] == pytest.approx(1 / 62)
+def test_zscore_fusion_by_hand():
+    # dense z: 1 -> +1.2247, 2 -> 0, 3 -> -1.2247; sparse z: 3 -> +1, 1 -> -1; 2 is missing there: just below -1
+    fused = dict(hybrid_fusion([(1, 0.9), (2, 0.6), (3, 0.3)], [(3, 12.0), (1, 2.0)], dense_weight=0.5))
+    z = np.sqrt(1.5)
+    assert fused[1] == pytest.approx(0.5 * z - 0.5) and fused[2] == pytest.approx(-0.5, abs=1e-5) and fused[2] < -0.5
+    assert fused[3] == pytest.approx(-0.5 * z + 0.5)
+
+
+@given(st.lists(st.floats(-1, 1), min_size=1, max_size=20, unique=True),
+       st.lists(st.floats(0.1, 50), min_size=0, max_size=20, unique=True))
+def test_fusion_ends_are_each_ranking(dense_scores, sparse_scores):
+    dense = sorted(enumerate(dense_scores), key=lambda p: -p[1])
+    sparse = sorted(((i + 5, s) for i, s in enumerate(sparse_scores)), key=lambda p: -p[1])
+    ids = {i for i, _ in dense} | {i for i, _ in sparse}
+    assert {i for i, _ in hybrid_fusion(dense, sparse, 0.5)} == ids  # every candidate of either list, once
+    # At w = 1 (0) the order starts with the dense (sparse) list's: ids missing there rank below it.
+    assert [i for i, _ in hybrid_fusion(dense, sparse, 1.0)][:len(dense)] == [i for i, _ in dense]
+    assert [i for i, _ in hybrid_fusion(dense, sparse, 0.0)][:len(sparse)] == [i for i, _ in sparse]
+
+
+def test_bm25_stems_english():
+    stemmed, plain = tokenize(["running runners"]), tokenize(["running runners"], stem=False)
+    assert set(stemmed.vocab) == {"run", "runner"} and set(plain.vocab) == {"running", "runners"}
 
 
 def test_sparse_index_scores_and_drops_non_matches():

@@ -59,12 +59,12 @@ def test_answer_cites_numbered_sources(rag, monkeypatch):
     assert ans.cited == cited_numbers(ans.text, 2)
     assert bool(ans.cited) == any(c.isalnum() for c in ans.text)  # any answer with a word ends up cited
     # What the generator writes in range stays as written; [3] names no source and is dropped.
-    monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None: "ATP comes from mitochondria [2], [3] and [1, 2].")
+    monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None, prefix=None: "ATP comes from mitochondria [2], [3] and [1, 2].")
     written = rag.answer("What produces ATP?", k=2, max_new_tokens=5)
     assert written.cited == [1, 2] and "[3]" not in written.text
     assert {c.origin for c in written.citations} == {"model"}
     # A text with no citation gets one per sentence, recorded as attributed afterwards.
-    monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None: "No citation here. Nor here.")
+    monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None, prefix=None: "No citation here. Nor here.")
     bare = rag.answer("What produces ATP?", k=2, max_new_tokens=5)
     assert [(c.sentence, c.origin) for c in bare.citations] == [(0, "attributed"), (1, "attributed")]
     assert bare.cited and all(1 <= n <= 2 for n in bare.cited)

@@ -37,6 +37,18 @@ def test_exactly_the_tokens_and_projections_train(tiny_backbone):
     assert sum(len(g["params"]) for g in m.param_groups(m.cfg)) == 5
 
 
+def test_thought_layout_and_query_answer_target(tiny_backbone):
+    from trainers.llm2vec_gen import target_text
+
+    m = LLM2VecGenMethod(tiny_backbone, _cfg(num_thought_tokens=2), D)
+    assert m.emb.n_special == 5 and m.export().config.num_thought_tokens == 2
+    loss, parts = m(_examples(tiny_backbone)[:3], None, 0)
+    assert torch.isfinite(loss) and parts["rec"] > 0
+    r = {"query": "why is the sky blue", "response": "Rayleigh scattering."}
+    assert target_text(r, "answer") == "Rayleigh scattering."
+    assert target_text(r, "query+answer") == "why is the sky blue\nRayleigh scattering."
+
+
 def test_loss_decreases_backbone_untouched_and_export_round_trips(tiny_backbone, tmp_path):
     from trainers.loop import train
 

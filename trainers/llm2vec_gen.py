@@ -45,7 +45,11 @@ log = logging.getLogger(__name__)
 
 
 class LLM2VecGenTrainConfig(TrainConfig):
-    num_special_tokens: int = 10
+    num_special_tokens: int = 10  # compression tokens
+    num_thought_tokens: int = 0  # the paper's layout: 10 thought tokens before the 10 compression tokens
+    # What a query's tokens align to: the teacher's embedding of the backbone's answer (the paper), or
+    # of the query followed by that answer, which keeps the query's own topic in the target.
+    target: Literal["answer", "query+answer"] = "answer"
     max_new_tokens: int = 64  # response length cap when generating
     gen_batch_size: int = 32
     repetition_penalty: float = 1.1  # the library's generation default: greedy 135M models loop without it
@@ -211,7 +215,7 @@ class LLM2VecGenMethod(Method):
 
     def __init__(self, backbone, cfg: LLM2VecGenTrainConfig, teacher_dim: int):
         emb = LLM2VecGenEmbedder(backbone, num_special_tokens=cfg.num_special_tokens, embed_dim=teacher_dim,
-                                 max_length=cfg.max_length)
+                                 num_thought_tokens=cfg.num_thought_tokens, max_length=cfg.max_length)
         emb.rec_proj = Standardized(emb.rec_proj)
         emb.align_proj = Standardized(emb.align_proj)
         super().__init__(emb)  # the backbone stays frozen: only the tokens and the projections train
@@ -289,6 +293,11 @@ class LLM2VecGenMethod(Method):
         self.export().save_pretrained(out)
 
 
+def target_text(response: dict, target: str) -> str:
+    """The text whose teacher embedding a query's tokens align to."""
+    return response["response"] if target == "answer" else f"{response['query']}\n{response['response']}"
+
+
 def examples_from(responses: list[dict], vectors: torch.Tensor, eos: str) -> list[tuple[str, str, torch.Tensor]]:
     """(query, response + eos, teacher vector): every target ends with the tokenizer's own eos."""
     return [(r["query"], r["response"] + eos, v) for r, v in zip(responses, vectors)]
@@ -307,10 +316,11 @@ def run(cfg: LLM2VecGenTrainConfig, out: str | os.PathLike, *, progress: bool = 
                            batch_size=cfg.gen_batch_size, repetition_penalty=cfg.repetition_penalty, progress=progress)
     acc.wait_for_everyone()
     responses = generate_responses(backbone, rows, out / "responses.jsonl", progress=False)
+    targets = [target_text(r, cfg.target) for r in responses]
     if acc.is_main_process:
-        teacher_vectors([r["response"] for r in responses], out / "teacher.safetensors", cfg.teacher)
+        teacher_vectors(targets, out / "teacher.safetensors", cfg.teacher)
     acc.wait_for_everyone()
-    vectors = teacher_vectors([r["response"] for r in responses], out / "teacher.safetensors", cfg.teacher)
+    vectors = teacher_vectors(targets, out / "teacher.safetensors", cfg.teacher)
     examples = examples_from(responses, vectors, backbone.tokenizer.eos_token)
     torch.manual_seed(cfg.seed)  # the special-token rows' initialisation: a function of the seed, on every process
     method = LLM2VecGenMethod(backbone, cfg, vectors.shape[1])

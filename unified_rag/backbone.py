@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
@@ -84,6 +85,19 @@ def _cpu_has_fast_bf16() -> bool:
         return min(times)
 
     return best(torch.bfloat16) * 1.2 < best(torch.float32)
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The name under which `model`'s forward (and generate) takes a KV cache: transformers renamed
+    `past_key_values` to `cache` in 5.x and deprecates the old name."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache a forward returned, under either name."""
+    return getattr(out, "cache", None) or out.past_key_values
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -180,13 +194,28 @@ class Backbone:
             tokenizer.pad_token = tokenizer.eos_token
         for p in self.model.parameters():  # frozen unless a trainer says otherwise
             p.requires_grad_(False)
+        self._compiled_decoder = None
+
+    def compile(self) -> Backbone:
+        """Compile the forward that embedding runs (torch.compile, inductor, dynamic shapes: batches of
+        any length share one graph). On the 2-core AMX CPU it encoded 1.5x faster, after a one-time
+        compile of a few minutes (`python -m benchmarks.throughput --compare-hf --compile`). Generation
+        and training stay eager. Should compiling fail (no C++ compiler, say), embedding warns once and
+        runs eagerly."""
+        self._compiled_decoder = torch.compile(self.decoder, dynamic=True)
+        return self
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled_decoder is not None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, *, device="auto",
                         dtype="auto", trust_remote_code: bool = False, revision: str | None = None,
-                        cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None) -> Backbone:
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None,
+                        compile: bool = False) -> Backbone:
         """Load once. HF ids resolve through the HF cache (`cache_dir`); with HF_HUB_OFFLINE=1 or
-        `local_files_only=True` nothing is downloaded."""
+        `local_files_only=True` nothing is downloaded. `compile`: see `compile()`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dev = resolve_device(device)
@@ -201,7 +230,8 @@ class Backbone:
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"could not load backbone {name!r}: {str(e).splitlines()[0]}") from e
         log.info("backbone %s on %s in %s", name, dev, str(dt).removeprefix("torch."))
-        return cls(model.to(dev), tok, name=name)
+        backbone = cls(model.to(dev), tok, name=name)
+        return backbone.compile() if compile else backbone
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         self.model.save_pretrained(path, safe_serialization=True)
@@ -244,19 +274,31 @@ class Backbone:
         return h.hexdigest()[:16]
 
     def hidden_states(self, *, attention_mask, input_ids=None, inputs_embeds=None, position_ids=None,
-                      layers: Sequence[int] | None = None):
+                      layers: Sequence[int] | None = None, return_cache: bool = False):
         """Last-layer hidden states, or with `layers` the list of those layers' states (0: the token
         embeddings, num_layers: the last, after the final norm). Positions come from the mask, so
-        left and right padding agree."""
+        left and right padding agree. `return_cache`: also the KV cache of this pass, as (states, cache),
+        for a generation that continues from these tokens."""
         if position_ids is None:
             if attention_mask.dim() != 2:
                 raise ValueError("a 4-D attention mask needs explicit position_ids")
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         if attention_mask.dim() == 2 and bool(attention_mask.all()):
             attention_mask = None  # no padding: SDPA's causal fast path, about 20% faster on CPU
-        out = self.decoder(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                           position_ids=position_ids, use_cache=False, output_hidden_states=layers is not None)
-        return out.last_hidden_state if layers is None else [out.hidden_states[i] for i in layers]
+        kw = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                  position_ids=position_ids, use_cache=return_cache, output_hidden_states=layers is not None)
+        out = None
+        if self._compiled_decoder is not None and not return_cache and not torch.is_grad_enabled():
+            try:
+                out = self._compiled_decoder(**kw)
+            except Exception as e:  # inductor needs a C++ compiler (or CUDA toolchain) at run time
+                warnings.warn(f"torch.compile failed, embedding runs eagerly from now on: {str(e).splitlines()[0]}",
+                              stacklevel=2)
+                self._compiled_decoder = None
+        if out is None:
+            out = self.decoder(**kw)
+        states = out.last_hidden_state if layers is None else [out.hidden_states[i] for i in layers]
+        return (states, output_cache(out)) if return_cache else states
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())

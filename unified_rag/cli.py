@@ -60,7 +60,7 @@ class Mode(str, Enum):  # unified_rag.rag.RETRIEVAL_MODES
 
 
 ModeOption = typer.Option(Mode.dense, "--mode", help="dense: the backbone's embeddings; sparse: BM25 over the "
-                          "same chunks; hybrid: reciprocal rank fusion of both.")
+                          "same chunks; hybrid: z-score fusion of both.")
 
 
 class Pooling(str, Enum):

@@ -1,21 +1,59 @@
-"""Answer generation with the same causal LM that embeds: chat template, numbered sources, KV cache."""
+"""Answer generation with the same causal LM that embeds: chat template, numbered sources, KV cache.
+
+A prompt whose first tokens were already run through the model need not run them again: a `KVPrefix`
+(those token ids and their KV cache) lets generation prefill only the rest. Two producers:
+- the system prompt, the same first tokens of every RAG prompt, cached here once per weights;
+- a frozen-backbone embedder that frames its query as the start of the chat (`question_head_ids`):
+  its query pass is then exactly the prefill of the prompt's first tokens, and generation reuses it
+  (`rag_prompt(..., prefix=)` lays the prompt out question first). The reuse is lossless because the
+  embedder's attention is causal and its weights are the generator's.
+"""
 from __future__ import annotations
 
+import copy
 import threading
 import warnings
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Iterator
+from functools import lru_cache
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .backbone import Backbone
+from .backbone import Backbone, cache_kwarg, output_cache
 from .errors import InputError
 from .grounding import markers
 from .types import Hit
 
 SYSTEM_PROMPT = ("You answer questions using only the numbered sources given. Cite the sources you use "
                  "by number in square brackets, like [1]. If the sources do not contain the answer, say so.")
+
+
+class KVPrefix(NamedTuple):
+    """Token ids and the KV cache the model computed for them, with the base weights."""
+    ids: tuple[int, ...]
+    cache: Any  # a transformers Cache
+
+
+QUESTION_LABEL = "Question: "
+_SLOT = "\x00urag-slot\x00"  # stands for the user turn's content while the chat template renders
+
+
+@lru_cache(maxsize=8)
+def _chat_around_user(tokenizer, system_prompt: str) -> tuple[str, str]:
+    """The chat template's text before and after the user turn's content."""
+    text = tokenizer.apply_chat_template([{"role": "system", "content": system_prompt},
+                                          {"role": "user", "content": _SLOT}], tokenize=False, add_generation_prompt=True)
+    head, sep, tail = text.partition(_SLOT)
+    if not sep:
+        raise InputError("the tokenizer's chat template does not show the user's message verbatim")
+    return head, tail
+
+
+def question_head_ids(tokenizer, system_prompt: str = SYSTEM_PROMPT) -> list[int]:
+    """The tokens that open a question-first RAG prompt, up to the question itself: the embedder's
+    frame for queries whose KV generation reuses. The question's own tokens follow."""
+    return tokenizer(_chat_around_user(tokenizer, system_prompt)[0] + QUESTION_LABEL, add_special_tokens=False)["input_ids"]
 
 
 class GenerationConfig(BaseModel):
@@ -37,6 +75,7 @@ class Generator:
         # Entered around every generate call: an embedder meant to generate too (GEM with
         # generate_with_adapter) switches its adapter on for that call only. Default: the base weights.
         self.weights: Callable[[], AbstractContextManager] = nullcontext
+        self._system_kv: tuple[tuple, KVPrefix] | None = None  # ((system prompt, weights), its KV)
 
     def _encode_chat(self, messages: list[dict]) -> list[int]:
         tok = self.backbone.tokenizer
@@ -51,36 +90,55 @@ class Generator:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         return (text, False) if len(ids) <= max_tokens else (tok.decode(ids[:max_tokens]), True)
 
-    def rag_prompt(self, question: str, hits: list[Hit], max_new_tokens: int) -> tuple[list[int], list[Hit]]:
-        """Prompt ids and the sources that fit in the context, numbered [1]..[n] in rank order."""
+    def rag_prompt(self, question: str, hits: list[Hit], max_new_tokens: int,
+                   prefix: KVPrefix | None = None) -> tuple[list[int], list[Hit]]:
+        """Prompt ids and the sources that fit in the context, numbered [1]..[n] in rank order. With
+        `prefix` (an embedder's question-first query pass, see `question_head_ids`), the prompt is
+        those ids followed by the sources, so that generation can reuse the prefix's KV."""
         context = self.backbone.max_length
         budget = context - max_new_tokens - 64
-        frame = len(self._encode_chat(self._messages("", [])))
-        if budget // 2 < frame + 16:  # at least a short question and one short source beside the prompt
-            raise InputError(f"max_new_tokens={max_new_tokens} leaves no room for the question and sources in "
-                             f"the model's {context}-token context; use at most {context - 64 - 2 * (frame + 16)}")
-        question, cut = self._fit(question, budget // 2)
-        if cut:
-            warnings.warn(f"the question is longer than half the room left in the model's {context}-token "
-                          f"context, and only its first {budget // 2} tokens were given to the generator",
-                          stacklevel=3)
+        if prefix is None:
+            frame = len(self._encode_chat(self._messages("", [])))
+            if budget // 2 < frame + 16:  # at least a short question and one short source beside the prompt
+                raise InputError(f"max_new_tokens={max_new_tokens} leaves no room for the question and sources in "
+                                 f"the model's {context}-token context; use at most {context - 64 - 2 * (frame + 16)}")
+            question, cut = self._fit(question, budget // 2)
+            if cut:
+                warnings.warn(f"the question is longer than half the room left in the model's {context}-token "
+                              f"context, and only its first {budget // 2} tokens were given to the generator",
+                              stacklevel=3)
+
+            def render(used: list[Hit]) -> list[int]:
+                return self._encode_chat(self._messages(question, used))
+        else:
+            if len(prefix.ids) + 32 > budget:
+                raise InputError(f"max_new_tokens={max_new_tokens} leaves no room for sources after the "
+                                 f"{len(prefix.ids)}-token question in the model's {context}-token context")
+            tail = _chat_around_user(self.backbone.tokenizer, self.config.system_prompt)[1]
+
+            def render(used: list[Hit]) -> list[int]:
+                rest = f"\n\nSources:\n{self._sources(used)}{tail}"
+                return list(prefix.ids) + self.backbone.tokenizer(rest, add_special_tokens=False)["input_ids"]
         used: list[Hit] = []
         for h in hits:
-            room = budget - len(self._encode_chat(self._messages(question, used))) - 8  # 8: "[n] " and breaks
+            room = budget - len(render(used)) - 8  # 8: "[n] " and breaks
             if room < 16:
                 break
             text, _ = self._fit(h.text, min(self.config.max_source_tokens, room))
-            used.append(h.model_copy(update={"text": text, "rank": len(used) + 1}))
-        ids = self._encode_chat(self._messages(question, used))
+            used.append(h.model_copy(update={"rank": len(used) + 1, "text": text}))
+        ids = render(used)
         while used and len(ids) > budget:  # re-tokenisation at joins can add a token or two
             used.pop()
-            ids = self._encode_chat(self._messages(question, used))
+            ids = render(used)
         return ids, used
 
+    @staticmethod
+    def _sources(hits: list[Hit]) -> str:
+        return "\n\n".join(f"[{h.rank}] {h.text.strip()}" for h in hits) or "(no sources)"
+
     def _messages(self, question: str, hits: list[Hit]) -> list[dict]:
-        sources = "\n\n".join(f"[{h.rank}] {h.text.strip()}" for h in hits) or "(no sources)"
         return [{"role": "system", "content": self.config.system_prompt},
-                {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question.strip()}"}]
+                {"role": "user", "content": f"Sources:\n{self._sources(hits)}\n\n{QUESTION_LABEL}{question.strip()}"}]
 
     def _generate_kwargs(self, prompts: list[list[int]], max_new_tokens: int | None) -> dict:
         c, tok, dev = self.config, self.backbone.tokenizer, self.backbone.device
@@ -96,10 +154,43 @@ class Generator:
             kw.update(temperature=c.temperature, top_p=c.top_p)
         return kw
 
+    def system_prefix(self) -> KVPrefix | None:
+        """The KV of the tokens every RAG prompt starts with (the system turn), computed once per
+        system prompt and weights; None without a chat template."""
+        tok = self.backbone.tokenizer
+        if not getattr(tok, "chat_template", None):
+            return None
+        key = (self.config.system_prompt, self.weights)
+        if self._system_kv is None or self._system_kv[0] != key:
+            # The shared start of two different user turns: the template's own tokens, as it tokenizes them.
+            a, b = (self._encode_chat([{"role": "system", "content": self.config.system_prompt},
+                                       {"role": "user", "content": c}]) for c in ("a", "b"))
+            n = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+            self._system_kv = key, self.prefill(a[:n])
+        return self._system_kv[1]
+
     @torch.inference_mode()
-    def generate_ids(self, ids: list[int], max_new_tokens: int | None = None) -> str:
+    def prefill(self, ids: list[int]) -> KVPrefix:
+        """Run `ids` through the model once and keep their KV cache."""
         with self.weights():
-            out = self.backbone.model.generate(**self._generate_kwargs([ids], max_new_tokens))
+            out = self.backbone.model(input_ids=torch.tensor([ids], device=self.backbone.device), use_cache=True)
+        return KVPrefix(tuple(ids), output_cache(out))
+
+    def _single_kwargs(self, ids: list[int], max_new_tokens: int | None, prefix: KVPrefix | None) -> dict:
+        """generate() arguments for one prompt, continuing from `prefix` (default: the system turn's KV)
+        when the prompt starts with its ids; a copy of the cache, since generation extends it."""
+        kw = self._generate_kwargs([ids], max_new_tokens)
+        prefix = self.system_prefix() if prefix is None else prefix
+        if prefix is not None and len(ids) > len(prefix.ids) and tuple(ids[:len(prefix.ids)]) == prefix.ids:
+            kw[cache_kwarg(self.backbone.model)] = copy.deepcopy(prefix.cache)
+        return kw
+
+    @torch.inference_mode()
+    def generate_ids(self, ids: list[int], max_new_tokens: int | None = None, prefix: KVPrefix | None = None) -> str:
+        """The answer to one prompt. `prefix`: KV already computed for the prompt's first tokens."""
+        kw = self._single_kwargs(ids, max_new_tokens, prefix)
+        with self.weights():
+            out = self.backbone.model.generate(**kw)
         return self.backbone.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
 
     @torch.inference_mode()
@@ -117,11 +208,12 @@ class Generator:
             results.append((self.backbone.tokenizer.decode(g, skip_special_tokens=True).strip(), finished))
         return results
 
-    def stream_ids(self, ids: list[int], max_new_tokens: int | None = None) -> Iterator[str]:
+    def stream_ids(self, ids: list[int], max_new_tokens: int | None = None,
+                   prefix: KVPrefix | None = None) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.backbone.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kw = self._generate_kwargs([ids], max_new_tokens) | {"streamer": streamer}
+        kw = self._single_kwargs(ids, max_new_tokens, prefix) | {"streamer": streamer}
         errors: list[BaseException] = []
 
         def run():

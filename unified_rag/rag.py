@@ -10,6 +10,7 @@ import shutil
 import threading
 import uuid
 import warnings
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterable, Iterator, Literal
@@ -25,7 +26,7 @@ from .backbone import Backbone
 from .chunking import ChunkConfig, chunk_text
 from .errors import (EmbedderMismatchError, EmptyCorpusError, IndexLoadError, IndexLockedError, InputError,
                      ModelLoadError)
-from .generator import GenerationConfig, Generator, cited_numbers
+from .generator import GenerationConfig, Generator, KVPrefix, cited_numbers
 from .grounding import extract, ground
 from .index import IndexConfig, index_file, load_index, open_index, save_index
 from .io import _fsync_dir, atomic_write_json, check_save_target, sha256_file
@@ -236,15 +237,19 @@ class UnifiedRAG:
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | Backbone | None = None, *, embedder="auto",
-                        device="auto", dtype="auto", trust_remote_code: bool = False, **kw) -> UnifiedRAG:
+                        device="auto", dtype="auto", trust_remote_code: bool = False, compile: bool = False,
+                        **kw) -> UnifiedRAG:
         """`model`: None (offline SmolLM2 default), an HF id or dir, a .gguf, or a loaded Backbone.
-        `embedder`: "auto", a kind ("mean", "last", "llm2vec-gen"), an adapter dir, or an Embedder."""
+        `embedder`: "auto", a kind ("mean", "last", "llm2vec-gen"), an adapter dir, or an Embedder.
+        `compile`: compile the embedding forward (`Backbone.compile`), for large corpora."""
         if isinstance(model, Backbone):
             backbone = model
         elif isinstance(embedder, Embedder) and model is None:
             backbone = embedder.backbone  # reuse the weights the embedder already holds
         else:
             backbone = Backbone.from_pretrained(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        if compile and not backbone.compiled:
+            backbone.compile()
         return cls(backbone, load_embedder(embedder, backbone), **kw)
 
     # --- indexing ---------------------------------------------------------------------------
@@ -373,14 +378,16 @@ class UnifiedRAG:
     def retrieve(self, query: str, k: int = 5, mode: RetrievalMode = "dense", *, ef_search: int | None = None,
                  nprobe: int | None = None) -> list[Hit]:
         """The k best chunks. mode "dense": the shared backbone's embeddings in FAISS; "sparse": BM25 over
-        the same chunk store; "hybrid": weighted reciprocal rank fusion of both, each
-        cut at `hybrid_depth`, with `hybrid_dense_weight` on the dense ranking (unified_rag.sparse).
-        A hit's score is the cosine (dense), the BM25 score (sparse) or the fused RRF score (hybrid).
+        the same chunk store; "hybrid": a convex combination of both, z-normalised over each list
+        cut at `hybrid_depth`, with `hybrid_dense_weight` on the dense side (unified_rag.sparse).
+        A hit's score is the cosine (dense), the BM25 score (sparse) or the fused z-score (hybrid).
         `ef_search` (HNSW) and `nprobe` (IVF) override the index config for this search only."""
         return self._search(query, k, mode, ef_search=ef_search, nprobe=nprobe)[0]
 
-    def _search(self, query: str, k: int, mode: str, **search_params) -> tuple[list[Hit], np.ndarray | None]:
-        """`retrieve()`, and the query vector where the mode computed one."""
+    def _search(self, query: str, k: int, mode: str, *, with_kv: bool = False,
+                **search_params) -> tuple[list[Hit], np.ndarray | None, KVPrefix | None]:
+        """`retrieve()`, the query vector where the mode computed one, and with `with_kv` the KV of the
+        query's pass where the embedder leaves a reusable one (`Embedder.reuses_kv`)."""
         if mode not in RETRIEVAL_MODES:
             raise InputError(f"mode must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
         if not isinstance(query, str) or not query.strip():
@@ -393,15 +400,16 @@ class UnifiedRAG:
             raise EmptyCorpusError("the index is empty: add documents first")
         if k > n:
             raise InputError(f"k={k} but the index holds only {n} chunks")
-        qvec = None if mode == "sparse" else self._encode_query(query)
+        qvec, prefix = None, None
+        if mode != "sparse":
+            qvec, prefix = self._encode_query(query, with_kv=with_kv)
         if mode == "dense":
             ranked = self._dense(qvec, k, **search_params)
         elif mode == "sparse":
             ranked = self._sparse(query, k)
         else:
             depth = min(max(k, self.hybrid_depth), n)
-            fused = hybrid_fusion([i for i, _ in self._dense(qvec, depth, **search_params)],
-                                  [i for i, _ in self._sparse(query, depth)],
+            fused = hybrid_fusion(self._dense(qvec, depth, **search_params), self._sparse(query, depth),
                                   self.hybrid_dense_weight)
             ranked = fused[:k]
         rows = {r["chunk_id"]: r for r in self.store.chunks([i for i, _ in ranked])}
@@ -409,7 +417,7 @@ class UnifiedRAG:
         for i, s in ranked:
             if (r := rows.get(i)) is not None:
                 hits.append(Hit(rank=len(hits) + 1, score=float(s), **r))
-        return hits, qvec
+        return hits, qvec, prefix
 
     def _dense(self, qvec: np.ndarray, k: int, **search_params) -> list[tuple[int, float]]:
         scores, ids = self.index.search(qvec, k, **search_params)
@@ -422,16 +430,20 @@ class UnifiedRAG:
         ids, scores = self.sparse.search(query, k)
         return [(int(i), float(s)) for i, s in zip(ids, scores)]
 
-    def _encode_query(self, query: str) -> np.ndarray:
-        """The query vector; a query longer than the embedder takes is cut, and the warning says so."""
+    def _encode_query(self, query: str, with_kv: bool = False) -> tuple[np.ndarray, KVPrefix | None]:
+        """The query vector, and with `with_kv` the KV of its pass where the embedder leaves a reusable
+        one; a query longer than the embedder takes is cut, and the warning says so."""
         if not isinstance(self.embedder, Embedder):  # an outside embedder (benchmarks' baselines)
-            return self.embedder.encode_queries([query], show_progress_bar=False)
-        budget = self.embedder.text_budget(self.embedder.config.query_instruction)
+            return self.embedder.encode_queries([query], show_progress_bar=False), None
+        budget = self.embedder.query_budget()
         n_tokens = len(self.backbone.tokenizer(query, add_special_tokens=False)["input_ids"])
         if n_tokens > budget:
             warnings.warn(f"the query is {n_tokens} tokens long; only its first {budget} tokens were used "
-                          "to search", stacklevel=3)
-        return self.embedder.encode_queries([query], show_progress_bar=False, warn_truncation=False)
+                          "to search", stacklevel=4)
+        if with_kv and self.embedder.reuses_kv and self.generator.weights is nullcontext:
+            vec, prefix = self.embedder.encode_query_with_kv(query)
+            return vec[None], prefix
+        return self.embedder.encode_queries([query], show_progress_bar=False, warn_truncation=False), None
 
     def _answer_modes(self, mode: str, retrieval: str) -> tuple[str, str]:
         if mode in RETRIEVAL_MODES:  # answer(q, mode="hybrid") meant the retrieval mode before answer modes existed
@@ -452,19 +464,19 @@ class UnifiedRAG:
         return getattr(self.embedder, f"encode_{side}")(texts, show_progress_bar=False, **quiet)
 
     def _relevant(self, query: str, k: int, retrieval: str,
-                  min_relevance) -> tuple[list[Hit], np.ndarray, np.ndarray]:
+                  min_relevance) -> tuple[list[Hit], np.ndarray, np.ndarray, KVPrefix | None]:
         """The retrieved hits that pass the relevance cut, renumbered, each with its cosine; their unit
-        vectors; and the query vector."""
+        vectors; the query vector; and the KV of the query's pass where generation can reuse it."""
         cut = self.min_relevance if min_relevance is _UNSET else min_relevance
         if cut is not None and (not isinstance(cut, (int, float)) or isinstance(cut, bool) or not -1 <= cut <= 1):
             raise InputError(f"min_relevance must be a cosine in [-1, 1] or None, got {cut!r}")
-        hits, qvec = self._search(query, k, retrieval)
-        qvec = (self._encode_query(query) if qvec is None else qvec).reshape(-1)
+        hits, qvec, prefix = self._search(query, k, retrieval, with_kv=True)
+        qvec = (self._encode_query(query)[0] if qvec is None else qvec).reshape(-1)
         vectors = self._source_vectors(hits) if hits else np.empty((0, qvec.shape[0]), np.float32)
         scores = vectors @ qvec
         keep = [i for i, s in enumerate(scores) if cut is None or s >= cut]
         return ([hits[i].model_copy(update={"rank": r + 1, "relevance": float(scores[i])}) for r, i in enumerate(keep)],
-                vectors[keep], qvec)
+                vectors[keep], qvec, prefix)
 
     def _embed_sentences(self, sentences: list[str]) -> np.ndarray:
         """Short sentences (an answer's, or a source's in extractive mode), embedded as queries are."""
@@ -491,15 +503,15 @@ class UnifiedRAG:
         mode, retrieval = self._answer_modes(mode, retrieval)
         check_positive_int(max_new_tokens, "max_new_tokens")
         check_positive_int(max_sentences, "max_sentences")
-        hits, vectors, qvec = self._relevant(query, k, retrieval, min_relevance)
+        hits, vectors, qvec, prefix = self._relevant(query, k, retrieval, min_relevance)
         if not hits:
             return self._cannot_answer(mode)
         if mode == "extractive":
             text, citations = extract(qvec, [h.text for h in hits], self._embed_sentences, max_sentences)
             return Answer(text=text, sources=hits, cited=cited_numbers(text, len(hits)), citations=citations,
                           mode="extractive")
-        ids, used = self.generator.rag_prompt(query, hits, max_new_tokens)
-        return self._grounded(self.generator.generate_ids(ids, max_new_tokens), used, vectors)
+        ids, used = self.generator.rag_prompt(query, hits, max_new_tokens, prefix)
+        return self._grounded(self.generator.generate_ids(ids, max_new_tokens, prefix), used, vectors)
 
     def stream_answer(self, query: str, k: int = 5, max_new_tokens: int = 256, mode: AnswerMode = "generative", *,
                       retrieval: RetrievalMode = "dense", min_relevance: float | None = _UNSET,
@@ -512,12 +524,12 @@ class UnifiedRAG:
             done = self.answer(query, k, max_new_tokens, mode, retrieval=retrieval, min_relevance=min_relevance,
                                max_sentences=max_sentences)
             return AnswerStream(iter([done.text]), done.sources, finish=lambda _text: done)
-        hits, vectors, _ = self._relevant(query, k, retrieval, min_relevance)
+        hits, vectors, _, prefix = self._relevant(query, k, retrieval, min_relevance)
         if not hits:
             no = self._cannot_answer("generative")
             return AnswerStream(iter([no.text]), [], finish=lambda _text: no)
-        ids, used = self.generator.rag_prompt(query, hits, max_new_tokens)
-        return AnswerStream(self.generator.stream_ids(ids, max_new_tokens), used,
+        ids, used = self.generator.rag_prompt(query, hits, max_new_tokens, prefix)
+        return AnswerStream(self.generator.stream_ids(ids, max_new_tokens, prefix), used,
                             finish=lambda text: self._grounded(text, used, vectors))
 
     # --- persistence ----------------------------------------------------------------------------

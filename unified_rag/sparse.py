@@ -5,32 +5,48 @@ holds the store, so sparse search after `load()` sees exactly the chunks the den
 no second file can disagree with it. It is rebuilt lazily, at the first sparse or hybrid query after
 an add or delete; bm25s indexes SciFact's 5,183 documents in under a second.
 
-Hybrid search is weighted reciprocal rank fusion (Cormack et al., 2009): a chunk scores
-w / (k + dense rank) + (1 - w) / (k + BM25 rank), each ranking cut at `depth`. RRF needs no score
-calibration between cosine similarities and BM25 scores, which live on unrelated scales. The dense
-weight w is calibrated on held-out training pairs, never on an evaluation set (benchmarks.calibration).
+Hybrid search is a convex combination of z-normalised scores: each ranking is cut at `depth`, its
+scores are standardised over that list (mean 0, sd 1), and a chunk scores w·z_dense + (1 − w)·z_bm25,
+where a chunk missing from one list takes (just below) that list's lowest z. Normalising puts cosines and BM25
+scores, which live on unrelated scales, on one scale. Bruch et al. (2023, "An analysis of fusion
+functions for hybrid retrieval") find this convex combination more accurate than reciprocal rank
+fusion, in and out of domain, because RRF throws away how far apart the scores are; our measurements
+agree (docs/benchmarks.md). The default dense weight w is 0.5 (see HYBRID_DENSE_WEIGHT).
 """
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 import numpy as np
 
-# "Plain Okapi BM25", the data README's reference: k1=0.9, b=0.4 (Anserini's defaults), lowercase
-# alphanumeric tokens, bm25s's short English stop-word list, no stemming. bm25s's default token
-# pattern (\w\w+) drops one-character tokens, which SciFact claims lean on ("1", "2", "b").
+# Okapi BM25 with Anserini's defaults (k1=0.9, b=0.4), lowercase alphanumeric tokens, bm25s's short
+# English stop-word list, and the English Snowball stemmer (PyStemmer), as Anserini and Elasticsearch's
+# English analyser stem. bm25s's default token pattern (\w\w+) drops one-character tokens, which
+# SciFact claims lean on ("1", "2", "b"). `stem=False` is the data README's "plain Okapi BM25".
 BM25_K1, BM25_B, BM25_TOKENS = 0.9, 0.4, r"[a-z0-9]+"
-RRF_K = 60  # the constant of the RRF paper; larger flattens the contribution of the top ranks
-# Best of the grid on held-out training pairs for the shipped `auto` adapter:
-# benchmarks/results/cpu-2core/calibration (unified-rag bench calibrate -e auto --n-docs 1000).
-HYBRID_DENSE_WEIGHT = 0.8
+BM25_STEMMER = "english"
+# Equal weight on the two z-scores: the parameter-free choice. `unified-rag bench calibrate` finds the
+# best weight on held-out training pairs (0.7 for the shipped adapter), but those pairs come from the
+# adapter's own training distribution, where its dense side is at its strongest; out of that domain
+# the calibrated weight fell below BM25 alone (docs/benchmarks.md, "Hybrid fusion"). Set
+# `rag.hybrid_dense_weight` to a calibrated value for queries like your own training pairs.
+HYBRID_DENSE_WEIGHT = 0.5
 
 
-def tokenize(texts: list[str]):
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer(BM25_STEMMER)
+
+
+def tokenize(texts: list[str], stem: bool = True):
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
-    return bm25s.tokenize(texts, lower=True, token_pattern=BM25_TOKENS, stopwords="en", show_progress=False)
+    return bm25s.tokenize(texts, lower=True, token_pattern=BM25_TOKENS, stopwords="en",
+                          stemmer=_stemmer() if stem else None, show_progress=False)
 
 
 class SparseIndex:
@@ -64,16 +80,18 @@ class SparseIndex:
         return self._ids[idx[0][keep]], scores[0][keep].astype(np.float32)
 
 
-def reciprocal_rank_fusion(rankings: list[list], k: int = RRF_K, weights: tuple[float, ...] | None = None) -> list[tuple]:
-    """(id, fused score) best first, from rankings of ids (each best first): sum of w / (k + rank).
-    Ties keep first-seen order."""
-    fused: dict = {}
-    for ranking, w in zip(rankings, weights or [1.0] * len(rankings), strict=True):
-        for rank, i in enumerate(ranking, 1):
-            fused[i] = fused.get(i, 0.0) + w / (k + rank)
-    return sorted(fused.items(), key=lambda kv: -kv[1])
+def hybrid_fusion(dense: list[tuple], sparse: list[tuple], dense_weight: float = HYBRID_DENSE_WEIGHT) -> list[tuple]:
+    """(id, fused score) best first, from the dense and sparse (id, score) lists, each best first:
+    w·z_dense + (1 − w)·z_sparse, with a missing id just below its list's lowest z. Ties keep dense-first order."""
+    def z(pairs):
+        if not pairs:
+            return {}, 0.0
+        s = np.array([p[1] for p in pairs], dtype=np.float64)
+        s = (s - s.mean()) / (s.std() or 1.0)  # one hit, or all equal: every z is 0
+        # A missing id sits just below the list's last one, so w = 0 or 1 returns that list's order.
+        return dict(zip((p[0] for p in pairs), s.tolist())), float(s.min()) - 1e-6
 
-
-def hybrid_fusion(dense: list, sparse: list, dense_weight: float = HYBRID_DENSE_WEIGHT, k: int = RRF_K) -> list[tuple]:
-    """Weighted RRF of a dense and a sparse ranking of ids: what hybrid search returns."""
-    return reciprocal_rank_fusion([dense, sparse], k, (dense_weight, 1.0 - dense_weight))
+    (zd, floor_d), (zs, floor_s) = z(dense), z(sparse)
+    ids = list(dict.fromkeys([p[0] for p in dense] + [p[0] for p in sparse]))
+    fused = [(i, dense_weight * zd.get(i, floor_d) + (1.0 - dense_weight) * zs.get(i, floor_s)) for i in ids]
+    return sorted(fused, key=lambda kv: -kv[1])
