@@ -109,13 +109,13 @@ def worker_pipeline(layout: str, embedder="auto", model=None, dtype="auto", n_do
     ret, ans, ttft = [], [], []
     for q in queries:
         t = time.perf_counter()
-        rag.retrieve(q, k=5)
+        rag.retrieve(q, k=5, mode="dense")  # the committed figures are dense; the default is now hybrid
         ret.append(time.perf_counter() - t)
         t = time.perf_counter()
-        rag.answer(q, k=3, max_new_tokens=max_new_tokens)
+        rag.answer(q, k=3, max_new_tokens=max_new_tokens, retrieval="dense")
         ans.append(time.perf_counter() - t)
         t = time.perf_counter()
-        stream = rag.stream_answer(q, k=3, max_new_tokens=max_new_tokens)
+        stream = rag.stream_answer(q, k=3, max_new_tokens=max_new_tokens, retrieval="dense")
         next(iter(stream), None)
         ttft.append(time.perf_counter() - t)
         for _ in stream:  # drain, so the generation thread ends before the next query

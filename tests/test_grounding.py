@@ -65,13 +65,13 @@ def test_no_relevant_source_means_cannot_answer(rag, monkeypatch):
 
 def test_the_cut_keeps_exactly_the_sources_at_or_above_it(rag, monkeypatch):
     monkeypatch.setattr(rag.generator, "generate_ids", lambda ids, n=None, prefix=None: "Something.")
-    every = rag.answer(CORPUS[0], k=4, max_new_tokens=5, min_relevance=None)
+    every = rag.answer(CORPUS[0], k=4, max_new_tokens=5, min_relevance=None, retrieval="dense")
     scores = [h.relevance for h in every.sources]
     assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1.0, abs=1e-5)  # an exact copy
     assert scores == pytest.approx([h.score for h in every.sources], abs=1e-5)  # dense: the cosine itself
     cut = (scores[1] + scores[2]) / 2
     rag.min_relevance = cut  # the instance default, as a calibrated embedder sets it
-    kept = rag.answer(CORPUS[0], k=4, max_new_tokens=5)
+    kept = rag.answer(CORPUS[0], k=4, max_new_tokens=5, retrieval="dense")
     assert [h.chunk_id for h in kept.sources] == [h.chunk_id for h in every.sources[:2]]
     assert [h.rank for h in kept.sources] == [1, 2]
     sparse = rag.answer(CORPUS[0], k=4, max_new_tokens=5, retrieval="sparse")  # cosines computed for BM25 hits too

@@ -37,10 +37,10 @@ def test_system_turn_kv_continues_like_a_fresh_prefill(tiny_backbone):
     assert 0 < len(prefix.ids) < len(ids) and tuple(ids[:len(prefix.ids)]) == prefix.ids
     fresh, reused = _logits_fresh_and_reused(tiny_backbone, ids, prefix)
     torch.testing.assert_close(reused, fresh, rtol=1e-4, atol=1e-5)
-    # generate_ids reuses it by default; greedy text equals a plain generate() from scratch
+    # continuing from it, greedy text equals a plain generate() from scratch
     with torch.inference_mode():
         plain = tiny_backbone.model.generate(**gen._generate_kwargs([ids], 16))
-    assert gen.generate_ids(ids, 16) == tiny_backbone.tokenizer.decode(plain[0, len(ids):], skip_special_tokens=True).strip()
+    assert gen.generate_ids(ids, 16, prefix) == tiny_backbone.tokenizer.decode(plain[0, len(ids):], skip_special_tokens=True).strip()
 
 
 @pytest.mark.parametrize("kind", [LastTokenEmbedder, MeanPoolEmbedder])

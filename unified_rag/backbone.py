@@ -198,10 +198,12 @@ class Backbone:
 
     def compile(self) -> Backbone:
         """Compile the forward that embedding runs (torch.compile, inductor, dynamic shapes: batches of
-        any length share one graph). On the 2-core AMX CPU it encoded 1.5x faster, after a one-time
-        compile of a few minutes (`python -m benchmarks.throughput --compare-hf --compile`). Generation
-        and training stay eager. Should compiling fail (no C++ compiler, say), embedding warns once and
-        runs eagerly."""
+        any length share one graph). Experimental and off by default: on the 2-core AMX CPU it made
+        mean-pooling encode 3x slower (0.32x eager after a 152 s compile,
+        benchmarks/results/cpu-2core/throughput/compile-mean.log), the compiled graph's bf16 matmuls
+        being slower than eager oneDNN's. Measure your hardware first with
+        `python -m benchmarks.throughput --compare-hf --compile`. Generation and training stay eager.
+        Should compiling fail (no C++ compiler, say), embedding warns once and runs eagerly."""
         self._compiled_decoder = torch.compile(self.decoder, dynamic=True)
         return self
 
@@ -212,10 +214,9 @@ class Backbone:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, *, device="auto",
                         dtype="auto", trust_remote_code: bool = False, revision: str | None = None,
-                        cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None,
-                        compile: bool = False) -> Backbone:
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None) -> Backbone:
         """Load once. HF ids resolve through the HF cache (`cache_dir`); with HF_HUB_OFFLINE=1 or
-        `local_files_only=True` nothing is downloaded. `compile`: see `compile()`."""
+        `local_files_only=True` nothing is downloaded."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dev = resolve_device(device)
@@ -230,8 +231,7 @@ class Backbone:
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"could not load backbone {name!r}: {str(e).splitlines()[0]}") from e
         log.info("backbone %s on %s in %s", name, dev, str(dt).removeprefix("torch."))
-        backbone = cls(model.to(dev), tok, name=name)
-        return backbone.compile() if compile else backbone
+        return cls(model.to(dev), tok, name=name)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         self.model.save_pretrained(path, safe_serialization=True)

@@ -59,7 +59,7 @@ class Mode(str, Enum):  # unified_rag.rag.RETRIEVAL_MODES
     hybrid = "hybrid"
 
 
-ModeOption = typer.Option(Mode.dense, "--mode", help="dense: the backbone's embeddings; sparse: BM25 over the "
+ModeOption = typer.Option(Mode.hybrid, "--mode", help="dense: the backbone's embeddings; sparse: BM25 over the "
                           "same chunks; hybrid: z-score fusion of both.")
 
 

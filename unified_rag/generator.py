@@ -2,7 +2,8 @@
 
 A prompt whose first tokens were already run through the model need not run them again: a `KVPrefix`
 (those token ids and their KV cache) lets generation prefill only the rest. Two producers:
-- the system prompt, the same first tokens of every RAG prompt, cached here once per weights;
+- the system prompt, the same first tokens of every RAG prompt (`system_prefix()`, computed once per
+  weights; pass it as `prefix=`);
 - a frozen-backbone embedder that frames its query as the start of the chat (`question_head_ids`):
   its query pass is then exactly the prefill of the prompt's first tokens, and generation reuses it
   (`rag_prompt(..., prefix=)` lays the prompt out question first). The reuse is lossless because the
@@ -177,10 +178,11 @@ class Generator:
         return KVPrefix(tuple(ids), output_cache(out))
 
     def _single_kwargs(self, ids: list[int], max_new_tokens: int | None, prefix: KVPrefix | None) -> dict:
-        """generate() arguments for one prompt, continuing from `prefix` (default: the system turn's KV)
-        when the prompt starts with its ids; a copy of the cache, since generation extends it."""
+        """generate() arguments for one prompt, continuing from `prefix` when the prompt starts with its
+        ids; a copy of the cache, since generation extends it. No prefix by default: on the 2-core CPU,
+        continuing from the system turn's 45 cached tokens made the first token slower, not faster
+        (benchmarks/results/cpu-2core/throughput)."""
         kw = self._generate_kwargs([ids], max_new_tokens)
-        prefix = self.system_prefix() if prefix is None else prefix
         if prefix is not None and len(ids) > len(prefix.ids) and tuple(ids[:len(prefix.ids)]) == prefix.ids:
             kw[cache_kwarg(self.backbone.model)] = copy.deepcopy(prefix.cache)
         return kw

@@ -156,9 +156,10 @@ class UnifiedRAGLLM(CustomLLM):
 class UnifiedRAGRetriever(BaseRetriever):
     """A llama-index retriever over a UnifiedRAG index, in any of its modes (dense, sparse, hybrid)."""
 
-    def __init__(self, rag, k: int = 5, mode: str = "dense", **kw: Any):
-        from unified_rag.rag import RETRIEVAL_MODES
+    def __init__(self, rag, k: int = 5, mode: str | None = None, **kw: Any):
+        from unified_rag.rag import DEFAULT_RETRIEVAL, RETRIEVAL_MODES
 
+        mode = DEFAULT_RETRIEVAL if mode is None else mode
         if mode not in RETRIEVAL_MODES:
             from unified_rag.errors import InputError
 
