@@ -97,7 +97,8 @@ def cache_kwarg(model: torch.nn.Module) -> str:
 
 def output_cache(out):
     """The KV cache a forward returned, under either name."""
-    return getattr(out, "cache", None) or out.past_key_values
+    cache = getattr(out, "cache", None)  # not `or`: a Cache defines __len__, and an empty one is falsy
+    return cache if cache is not None else out.past_key_values
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

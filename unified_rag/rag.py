@@ -377,10 +377,9 @@ class UnifiedRAG:
     # --- retrieval and generation -------------------------------------------------------------
     def retrieve(self, query: str, k: int = 5, mode: RetrievalMode = DEFAULT_RETRIEVAL, *, ef_search: int | None = None,
                  nprobe: int | None = None) -> list[Hit]:
-        """The k best chunks. mode "hybrid" (default): both of the below, fused (unified_rag.sparse);
-        "dense": the shared backbone's embeddings in FAISS; "sparse": BM25 over
-        the same chunk store; "hybrid": a convex combination of both, z-normalised over each list
-        cut at `hybrid_depth`, with `hybrid_dense_weight` on the dense side (unified_rag.sparse).
+        """The k best chunks. mode "dense": the shared backbone's embeddings in FAISS; "sparse": BM25 over
+        the same chunk store; "hybrid" (the default): a convex combination of both, z-normalised over each
+        list cut at `hybrid_depth`, with `hybrid_dense_weight` on the dense side (unified_rag.sparse).
         A hit's score is the cosine (dense), the BM25 score (sparse) or the fused z-score (hybrid).
         `ef_search` (HNSW) and `nprobe` (IVF) override the index config for this search only."""
         return self._search(query, k, mode, ef_search=ef_search, nprobe=nprobe)[0]
