@@ -1,7 +1,7 @@
 """Encode throughput of the default backbone against this machine's measured matmul peak.
 
     python -m benchmarks.throughput [--model M] [--batch-size 32] [--seq-len 256] [--batches 8]
-        [--compare-hf] [--compile] [--index-overhead N] [--kv-reuse]
+        [--compare-hf [--bound]] [--compile] [--index-overhead N] [--kv-reuse]
 
 Prints tokens/s and docs/s for realistic chunks (the shipped demo corpus, chunked as UnifiedRAG
 chunks it), the bf16 and float32 matmul peak measured in the same run, and model FLOPs utilisation
@@ -9,7 +9,8 @@ chunks it), the bf16 and float32 matmul peak measured in the same run, and model
 
 `--compare-hf` times a plain Hugging Face forward (the decoder, then mean pooling in plain torch) on
 the library's own padded batches of the same chunks, in the same run and dtype, and prints the
-library's speed over it. `--compile` then compiles the embedding forward (`Backbone.compile`), times
+library's speed over it. `--bound` adds the same batches through the forward's matmuls and attention
+alone: plain HF's time over that is the most any library on the same kernels could gain. `--compile` then compiles the embedding forward (`Backbone.compile`), times
 the compile, and times the library again.
 
 `--index-overhead N` indexes the first N SciFact documents through `UnifiedRAG.add_documents`
@@ -89,18 +90,56 @@ def _best_ms(fn, repeats: int) -> float:
     return round(1e3 * best, 1)
 
 
-@torch.inference_mode()
-def plain_hf_seconds(backbone, embedder, chunks: list[str], batch_size: int) -> float:
-    """A plain HF forward over the library's own padded batches (collated beforehand, not timed)."""
+def _hf_batches(embedder, chunks: list[str], batch_size: int) -> list[dict]:
+    """The library's own padded batches, longest first, collated beforehand (never timed)."""
     items = embedder.tokenize(chunks, embedder.config.document_instruction, warn=False)
     order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
-    batches = [embedder.collate([items[i] for i in order[s:s + batch_size]]) for s in range(0, len(order), batch_size)]
+    return [embedder.collate([items[i] for i in order[s:s + batch_size]]) for s in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def plain_hf_seconds(backbone, embedder, chunks: list[str], batch_size: int) -> float:
+    """A plain HF forward over the library's own padded batches."""
+    batches = _hf_batches(embedder, chunks, batch_size)
     _sync(backbone.device)
     t = time.perf_counter()
     for b in batches:
         h = backbone.decoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
         m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
         torch.nn.functional.normalize(((h * m).sum(1) / m.sum(1)).float(), dim=-1).cpu()
+    _sync(backbone.device)
+    return time.perf_counter() - t
+
+
+@torch.inference_mode()
+def matmul_attention_seconds(backbone, embedder, chunks: list[str], batch_size: int) -> float:
+    """The forward's matmuls and attention alone, on the same batches: every layer's seven projections
+    (the base weights, as the plain HF forward uses them) and SDPA with the same causal padding mask,
+    without norms, rotary, activation or residuals. No library built on these eager kernels can run the
+    forward faster than this, so plain HF's time over it bounds any speed-up short of a faster matmul."""
+    import torch.nn.functional as F
+
+    cfg = backbone.model.config
+    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    base = lambda lin: getattr(lin, "base_layer", lin)  # noqa: E731  (a peft-wrapped projection's own weights)
+    batches = _hf_batches(embedder, chunks, batch_size)
+    _sync(backbone.device)
+    t = time.perf_counter()
+    for b in batches:
+        x = backbone.decoder.embed_tokens(b["input_ids"])
+        n, T = b["input_ids"].shape
+        keep = b["attention_mask"].bool()
+        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril() & keep[:, None, None, :]
+        for layer in backbone.decoder.layers:
+            a, m = layer.self_attn, layer.mlp
+            q = base(a.q_proj)(x).view(n, T, heads, d_head).transpose(1, 2)
+            k = base(a.k_proj)(x).view(n, T, kv_heads, d_head).transpose(1, 2)
+            v = base(a.v_proj)(x).view(n, T, kv_heads, d_head).transpose(1, 2)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=kv_heads != heads)
+            x = base(a.o_proj)(o.transpose(1, 2).reshape(n, T, heads * d_head))
+            gate, _ = base(m.gate_proj)(x), base(m.up_proj)(x)  # SwiGLU's activation and product left out
+            x = base(m.down_proj)(gate)
     _sync(backbone.device)
     return time.perf_counter() - t
 
@@ -168,6 +207,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--compare-hf", action="store_true", help="also time a plain HF forward on the same batches")
+    ap.add_argument("--bound", action="store_true", help="with --compare-hf: also time the forward's matmuls and "
+                    "attention alone, the ceiling of any speed-up over plain HF on these kernels")
     ap.add_argument("--compile", action="store_true", help="then compile the embedding forward and time it again")
     ap.add_argument("--index-overhead", type=int, metavar="N", help="also time indexing N SciFact docs against encoding alone")
     ap.add_argument("--kv-reuse", action="store_true", help="also time the first token with and without KV reuse")
@@ -208,6 +249,11 @@ def main(argv=None) -> dict:
         r.update(plain_hf_s=round(hf, 3), library_over_hf=round(hf / dt, 3))
         print(f"plain HF forward, same batches: {hf:.1f} s against the library's {dt:.1f} s: "
               f"library {r['library_over_hf']:.2f}x")
+        if args.bound:
+            core = matmul_attention_seconds(backbone, embedder, chunks, args.batch_size)
+            r.update(matmul_attention_s=round(core, 3), ceiling_over_hf=round(hf / core, 3))
+            print(f"its matmuls and attention alone: {core:.1f} s, so no library on these kernels can pass "
+                  f"{r['ceiling_over_hf']:.2f}x plain HF (everything else the forward does would have to cost nothing)")
     if args.compile:
         t = time.perf_counter()
         backbone.compile()

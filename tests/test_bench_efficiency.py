@@ -69,3 +69,14 @@ def test_index_scale_sweeps_hnsw_ef_search_on_one_graph(tmp_path):
     assert sweep[1]["recall_at_10"] >= sweep[0]["recall_at_10"] and sweep[1]["recall_at_10"] > 0.9
     bad = CliRunner().invoke(app, ["index-scale", "--kinds", "lsh", "-o", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "unknown index kind 'lsh'" in bad.output
+
+
+def test_throughput_bound_runs_the_forward_s_matmuls_and_attention(tiny_backbone):
+    """--bound's skeleton runs on the model's own projections (LoRA-wrapped or not) and batches."""
+    from benchmarks.throughput import matmul_attention_seconds, plain_hf_seconds
+    from embedders import load_embedder
+
+    emb = load_embedder("mean", tiny_backbone)
+    chunks = ["a short chunk", "a somewhat longer chunk of text for padding", "x"]
+    assert matmul_attention_seconds(tiny_backbone, emb, chunks, 2) > 0
+    assert plain_hf_seconds(tiny_backbone, emb, chunks, 2) > 0

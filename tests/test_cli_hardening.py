@@ -131,6 +131,13 @@ def test_index_kind_bogus_lists_valid_values(files, no_model):
     assert "--index-kind" in line and "Value error" not in line
 
 
+def test_adding_to_an_index_refuses_layout_options_it_would_ignore(files, no_model):
+    line = one_error_line(runner.invoke(app, ["index", "a.txt", "-o", "idx", "--index-kind", "hnsw",
+                                              "--chunk-tokens", "64"]))
+    assert "--index-kind hnsw (the index has flat)" in line and "--chunk-tokens 64 (the index has 256)" in line
+    assert not no_model
+
+
 def test_embedder_kinds_are_the_library_s_and_help_and_error_list_them_all(files, no_model):
     from embedders import EMBEDDERS
 

@@ -118,6 +118,24 @@ def test_lora_resume_equals_uninterrupted(fresh_tiny_backbone, tmp_path):
     assert state.keys() == now.keys() and all(torch.equal(state[k], v) for k, v in now.items())
 
 
+def test_init_from_starts_from_a_checkpoints_tensors_with_a_fresh_optimizer(fresh_tiny_backbone, tmp_path):
+    b = fresh_tiny_backbone
+    first, rows = _method(b, "llm2vec-pairs", steps=2, save_every=2)
+    train(first, first.cfg, tmp_path / "a", rows)
+    done = first.checkpoint_state()
+    ckpt = tmp_path / "a" / "checkpoints" / "step-0000002"
+    warm, _ = _method(b, "llm2vec-pairs", steps=0, init_from=ckpt, hard_negatives="bm25")
+    train(warm, warm.cfg, tmp_path / "b", rows)  # zero steps: only the warm start
+    now = warm.checkpoint_state()
+    assert now.keys() == done.keys() and all(torch.equal(done[k], v) for k, v in now.items())
+    with pytest.raises(InputError, match="not a checkpoint dir"):
+        bad, _ = _method(b, "llm2vec-pairs", steps=1, init_from=tmp_path / "a")
+        train(bad, bad.cfg, tmp_path / "c", rows)
+    other, _ = _method(b, "gem-pairs", steps=1, init_from=ckpt)  # another method's tensors do not fit
+    with pytest.raises(InputError, match="does not fit"):
+        train(other, other.cfg, tmp_path / "d", rows)
+
+
 def test_gem_full_fine_tuning_saves_and_loads_the_shared_weights(tmp_path):
     from tests.conftest import make_tiny_backbone
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from unified_rag.errors import InputError
 from unified_rag.io import atomic_write_json
 
 from .method import Method
@@ -75,6 +76,16 @@ def save_checkpoint(out: Path, step: int, method: Method, opt, keep: int) -> Pat
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def warm_start(method: Method, path: Path) -> None:
+    """Only the tensors of an earlier run's checkpoint: `init_from`. It must be the same method with the
+    same trainable shapes (load_checkpoint_state refuses anything else)."""
+    file = path / "trainable.safetensors"
+    if not file.is_file():
+        raise InputError(f"init_from: {path} is not a checkpoint dir (no trainable.safetensors); "
+                         "give a run's checkpoints/step-N")
+    method.load_checkpoint_state(load_file(file))
 
 
 def load_checkpoint(path: Path, method: Method, opt) -> int:

@@ -35,6 +35,10 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = 1
     resume: bool = False
     plot: bool = True
+    # Warm start: a checkpoint dir (out/checkpoints/step-N) of an earlier run of the same method, whose
+    # trainable tensors begin this run; the optimizer and the schedule start afresh. For a second stage
+    # with another recipe (e.g. hard negatives) on top of a finished run.
+    init_from: Path | None = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None, **overrides):

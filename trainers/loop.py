@@ -30,7 +30,7 @@ import torch
 
 from unified_rag.errors import InputError
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, warm_start
 from .config import TrainConfig
 from .distributed import mean_over_processes
 from .method import Method
@@ -124,6 +124,9 @@ def train(method: Method, cfg: TrainConfig, out: str | os.PathLike, examples: li
             shutil.rmtree(out / "checkpoints")  # a fresh run must not later resume someone else's state
         torch.manual_seed(cfg.seed)
         method.setup(examples)
+        if cfg.init_from is not None:
+            warm_start(method, Path(cfg.init_from))
+            log.info("warm start from %s", cfg.init_from)
         start = 0
     # Every process has read the checkpoint (or seen none) before process 0 removes or prunes any.
     acc.wait_for_everyone()

@@ -18,6 +18,8 @@ from .config import RESUMABLE_CHANGES, TrainConfig
 def _data_files(cfg: TrainConfig) -> list[Path]:
     """Every file a run reads (texts, pairs, BEIR dirs' files), for the hashes a resume must match."""
     paths = [Path(p) for p in [*cfg.data, *getattr(cfg, "pairs", [])]]
+    if cfg.init_from is not None:
+        paths.append(Path(cfg.init_from) / "trainable.safetensors")
     return [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])]
 
 

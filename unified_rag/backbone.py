@@ -90,9 +90,14 @@ def _cpu_has_fast_bf16() -> bool:
 def cache_kwarg(model: torch.nn.Module) -> str:
     """The name under which `model`'s forward (and generate) takes a KV cache: transformers renamed
     `past_key_values` to `cache` in 5.x and deprecates the old name."""
+    return _cache_kwarg(type(model))
+
+
+@functools.cache  # per model class: the signature never changes, and this runs on every prefixed call
+def _cache_kwarg(cls: type) -> str:
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def output_cache(out):

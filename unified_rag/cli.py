@@ -364,6 +364,24 @@ Verbose = typer.Option(False, "--verbose", "-v", help="Log what happens (device,
 NOT_SAVED = "interrupted: nothing was saved, the last saved index is intact"
 
 
+# index's layout options, as the command line names them: they shape a new index only
+LAYOUT_OPTIONS = {"kind": "--index-kind", "nlist": "--nlist", "nprobe": "--nprobe", "hnsw_m": "--hnsw-m",
+                  "ef_search": "--ef-search", "milvus_uri": "--milvus-uri",
+                  "chunk_tokens": "--chunk-tokens", "overlap_tokens": "--overlap"}
+
+
+def _check_same_layout(out: Path, stored, index_cfg, chunk_cfg) -> None:
+    """Adding to an index keeps the layout it was built with. An option set to something other than
+    its default that disagrees with the stored layout would be silently ignored, so it is refused."""
+    clash = [f"{flag} {getattr(given, k)} (the index has {getattr(have, k)})"
+             for given, have in [(index_cfg, stored.index), (chunk_cfg, stored.chunking)]
+             for k, flag in LAYOUT_OPTIONS.items() if k in type(given).model_fields
+             and getattr(given, k) != type(given).model_fields[k].default and getattr(given, k) != getattr(have, k)]
+    if clash:
+        raise InputError(f"{out} already holds an index, and adding keeps its layout: {'; '.join(clash)}. "
+                         "Drop these options, or index into a new --out")
+
+
 @app.command()
 @_friendly(interrupted=NOT_SAVED)
 def index(paths: List[Path] = typer.Argument(..., help="Files or folders: .txt, .md, .jsonl (BEIR corpus.jsonl too)."),
@@ -413,7 +431,8 @@ def index(paths: List[Path] = typer.Argument(..., help="Files or folders: .txt, 
     from unified_rag.rag import MANIFEST, UnifiedRAG
 
     if (out / MANIFEST).is_file():
-        UnifiedRAG.read_manifest(out)  # a corrupt index is reported before the model loads
+        stored = UnifiedRAG.read_manifest(out)  # a corrupt index is reported before the model loads
+        _check_same_layout(out, stored, index_cfg, chunk_cfg)
         rag = UnifiedRAG.load(out, model=model, embedder=None if embedder == "auto" else embedder)
         typer.echo(f"adding to {out} ({len(rag)} documents)")
     else:
