@@ -90,6 +90,13 @@ def _tuner_layers(model):
     return [] if tuners is None else [m for m in model.modules() if isinstance(m, tuners.BaseTunerLayer)]
 
 
+def _adapter_names(layer) -> set[str]:
+    """The adapters a peft layer holds, read from its public `adapter_layer_names` (e.g. lora_A), each a
+    dict keyed by adapter name (peft's own helper for this is private)."""
+    return {name for attr in layer.adapter_layer_names
+            for name in (getattr(layer, attr, None) or {}).keys()}
+
+
 @contextmanager
 def _switches_kept(model):
     """Every LoRA layer's switches (on/off, which adapters) and requires_grad flags as they were, after
@@ -127,7 +134,7 @@ class LoraEmbedder(Embedder):
             from peft import LoraConfig, inject_adapter_in_model  # core: `auto` on SmolLM2 is a LoRA adapter
 
             model = backbone.model
-            taken = {n for m in _tuner_layers(model) for n in m._get_available_adapters()}
+            taken = {n for m in _tuner_layers(model) for n in _adapter_names(m)}
             base, n = self.adapter_name, 1
             while self.adapter_name in taken:  # two embedders of one kind on one backbone: distinct adapters
                 n += 1
@@ -170,7 +177,7 @@ class LoraEmbedder(Embedder):
         model = self.backbone.model
         with _switches_kept(model):
             for m in _tuner_layers(model):
-                mine = self.config.lora_r > 0 and self.adapter_name in m._get_available_adapters()
+                mine = self.config.lora_r > 0 and self.adapter_name in _adapter_names(m)
                 if mine:
                     m.set_adapter(self.adapter_name)
                 m.enable_adapters(mine)
