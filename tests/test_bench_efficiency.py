@@ -71,12 +71,12 @@ def test_index_scale_sweeps_hnsw_ef_search_on_one_graph(tmp_path):
     assert bad.exit_code != 0 and "unknown index kind 'lsh'" in bad.output
 
 
-def test_throughput_bound_runs_the_forward_s_matmuls_and_attention(tiny_backbone):
-    """--bound's skeleton runs on the model's own projections (LoRA-wrapped or not) and batches."""
-    from benchmarks.throughput import matmul_attention_seconds, plain_hf_seconds
-    from embedders import load_embedder
+def test_throughput_compare_hf_with_bound_on_a_tiny_model(tiny_backbone, tmp_path):
+    """--compare-hf --bound runs alternating rounds on the model's own projections and reports medians."""
+    from benchmarks import throughput
 
-    emb = load_embedder("mean", tiny_backbone)
-    chunks = ["a short chunk", "a somewhat longer chunk of text for padding", "x"]
-    assert matmul_attention_seconds(tiny_backbone, emb, chunks, 2) > 0
-    assert plain_hf_seconds(tiny_backbone, emb, chunks, 2) > 0
+    tiny_backbone.save_pretrained(tmp_path / "tiny")
+    r = throughput.main(["--model", str(tmp_path / "tiny"), "--embedder", "mean", "--batch-size", "2", "--batches", "2",
+                         "--seq-len", "16", "--dtype", "fp32", "--compare-hf", "--bound", "--rounds", "2"])
+    assert len(r["rounds"]) == 2 and all(x["matmul_attention_s"] > 0 for x in r["rounds"])
+    assert r["library_over_hf"] > 0 and r["ceiling_over_hf"] > 0

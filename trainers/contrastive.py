@@ -10,7 +10,8 @@ train this way. Queries carry the embedder's query instruction, passages its doc
   batch. A column whose text equals the row's own positive is dropped from that row's negatives, so
   a duplicate positive (two questions on one passage) is never pushed away from itself.
 - Hard negatives come from the file (`negative`), or are mined once from the pair pool by BM25: the
-  highest-ranked other positive for each query (`hard_negatives="bm25"`). Mining by the current
+  highest-ranked other positive for each query (`hard_negatives="bm25"`), optionally only among
+  those the teacher puts clearly below the query's own positive (`negative_margin`). Mining by the current
   model is not offered: it would change as the model trains and break exact resume.
 - The temperature is fixed, or learned (`learn_temperature`, clamped to [0.01, 1]).
 - On several processes the negatives are every process's rows (trainers/distributed.py): the loss
@@ -24,12 +25,16 @@ train this way. Queries carry the embedder's query instruction, passages its doc
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
+
+from unified_rag.io import atomic_write_json
 
 from .distributed import active, gather_list, gather_rows
 from .losses import cosine_distill, info_nce
@@ -41,28 +46,55 @@ class ContrastiveOptions(BaseModel):
     temperature: float = Field(0.05, gt=0)
     learn_temperature: bool = False
     hard_negatives: Literal["none", "file", "bm25"] = "file"  # "file": use a pair's own negative when it has one
+    negative_margin: float | None = Field(None, gt=0, le=1)  # bm25: drop candidates the teacher puts near the positive
     distill_weight: float = Field(0.0, ge=0)
     teacher: str | None = None  # sentence-transformers dir or id; None = the offline all-MiniLM-L6-v2
     query_max_length: int = Field(64, ge=8)
     passage_max_length: int = Field(256, ge=8)
 
 
-def mine_bm25_negatives(rows: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+def mine_bm25_negatives(rows: list[tuple[str, str, str, str]], margin: float | None = None, depth: int = 8,
+                        cache: Path | None = None) -> list[tuple[str, str, str, str]]:
     """Each pair gets the positive of another pair that BM25 ranks highest for its query (and whose
-    text differs from its own positive). Deterministic: a resumed run mines the same negatives."""
+    text differs from its own positive).
+
+    With `margin`, a candidate is kept only when the offline teacher's cosine to the query is below
+    margin x its cosine to the query's own positive (positive-aware mining, NV-Retriever's
+    TopK-PercPos, 0.95 there); the first of BM25's `depth` best that passes is the negative, and a
+    row with none gets no negative. Unfiltered, about a fifth of BM25's picks on the shipped pairs
+    are ones the teacher ranks at or above the positive: likely false negatives (docs/training.md).
+
+    Deterministic, and with `cache` (a JSON file) mined once: a resumed run reads the same choices
+    back instead of depending on the teacher's last bits on another machine."""
     import bm25s
 
     passages = sorted({r[2] for r in rows})
+    key = hashlib.sha256(json.dumps([margin, depth, [[r[1], r[2]] for r in rows]]).encode()).hexdigest()
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return [(r[0], r[1], r[2], passages[j] if j >= 0 else "") for r, j in zip(rows, saved["negatives"])]
     retriever = bm25s.BM25(k1=0.9, b=0.4)
     retriever.index(bm25s.tokenize(passages, stopwords="en", show_progress=False), show_progress=False)
-    k = min(4, len(passages))
+    k = min(depth, len(passages))
     hits, _ = retriever.retrieve(bm25s.tokenize([r[1] for r in rows], stopwords="en", show_progress=False),
                                  k=k, show_progress=False)
-    out = []
-    for row, ranked in zip(rows, hits.tolist()):
-        neg = next((passages[j] for j in ranked if passages[j] != row[2]), "")
-        out.append((row[0], row[1], row[2], neg))
-    return out
+    own = {t: i for i, t in enumerate(passages)}
+    if margin is None:
+        picks = [next((j for j in ranked if j != own[r[2]]), -1) for r, ranked in zip(rows, hits.tolist())]
+    else:
+        teacher = Teacher()
+        P = teacher(passages, progress="teacher: mined-negative filter")
+        Q = teacher([r[1] for r in rows], progress="teacher: queries")
+        picks = []
+        for i, (r, ranked) in enumerate(zip(rows, hits.tolist())):
+            cand = [j for j in ranked if j != own[r[2]]]
+            sims = (Q[i] @ P[cand].T).tolist() if cand else []
+            limit = margin * float(Q[i] @ P[own[r[2]]])
+            picks.append(next((j for j, s in zip(cand, sims) if s < limit), -1))
+    if cache is not None:
+        atomic_write_json(cache, {"key": key, "margin": margin, "depth": depth, "negatives": picks})
+    return [(r[0], r[1], r[2], passages[j] if j >= 0 else "") for r, j in zip(rows, picks)]
 
 
 class Teacher:
@@ -78,10 +110,17 @@ class Teacher:
         self.dim = self.model.get_embedding_dimension()
 
     @torch.no_grad()
-    def __call__(self, texts: list[str]) -> torch.Tensor:
-        with torch.autocast("cpu", enabled=False):  # the teacher's own precision, whatever the student's
-            return self.model.encode(texts, convert_to_tensor=True, normalize_embeddings=True,
-                                     batch_size=64, show_progress_bar=False).float()
+    def __call__(self, texts: list[str], progress: str | None = None) -> torch.Tensor:
+        from tqdm.auto import tqdm
+
+        out = []
+        with torch.autocast("cpu", enabled=False), \
+                tqdm(total=len(texts), desc=progress, disable=progress is None, unit="text") as bar:
+            for i in range(0, len(texts), 1024):  # the teacher's own precision, whatever the student's
+                out.append(self.model.encode(texts[i:i + 1024], convert_to_tensor=True, normalize_embeddings=True,
+                                             batch_size=64, show_progress_bar=False).float())
+                bar.update(len(out[-1]))
+        return torch.cat(out) if out else torch.empty(0, self.dim)
 
 
 class ContrastiveStage(torch.nn.Module):

@@ -105,14 +105,15 @@ class LLM2VecMethod(Method):
         return {"mntp": self.mntp_loss(texts, gen).item()}
 
 
-def load_rows(cfg: LLM2VecTrainConfig) -> list:
+def load_rows(cfg: LLM2VecTrainConfig, out: Path | None = None) -> list:
     if not cfg.pairs:
         return subsample(read_texts(cfg.data), cfg.max_examples, cfg.seed)
     rows = subsample(read_pairs(cfg.pairs), cfg.max_examples, cfg.seed)
-    if cfg.hard_negatives == "bm25":
-        rows = mine_bm25_negatives(rows)
+    if cfg.hard_negatives == "bm25":  # mined once per run dir: a resume reads the same negatives back
+        rows = mine_bm25_negatives(rows, cfg.negative_margin, cache=out / "negatives.json" if out else None)
     return rows
 
 
 def run(cfg: LLM2VecTrainConfig, out: str | os.PathLike) -> Path:
-    return run_method(cfg, out, "llm2vec", load_rows(cfg), lambda b: LLM2VecMethod(b, cfg))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return run_method(cfg, out, "llm2vec", load_rows(cfg, Path(out)), lambda b: LLM2VecMethod(b, cfg))
