@@ -9,9 +9,10 @@ chunks it), the bf16 and float32 matmul peak measured in the same run, and model
 
 `--compare-hf` times a plain Hugging Face forward (the decoder, then mean pooling in plain torch) on
 the library's own padded batches of the same chunks, in the same run and dtype, in `--rounds`
-rounds that alternate with the library's encode, and prints the median of the rounds' ratios. `--bound` adds the same batches through the forward's matmuls and attention
-alone: plain HF's time over that is the most any library on the same kernels could gain. `--compile` then compiles the embedding forward (`Backbone.compile`), times
-the compile, and times the library again.
+rounds that alternate with the library's encode, and prints the median of the rounds' ratios.
+`--bound` adds the same batches through the forward's matmuls and attention alone: plain HF's time
+over that is the most any library on the same kernels could gain. `--compile` then compiles the
+embedding forward (`Backbone.compile`), times the compile, and times the library again.
 
 `--index-overhead N` indexes the first N SciFact documents through `UnifiedRAG.add_documents`
 (chunking, encoding, FAISS, SQLite) with `--embedder`, then encodes the same chunks alone, in the same

@@ -90,6 +90,6 @@ def warm_start(method: Method, path: Path) -> None:
 
 def load_checkpoint(path: Path, method: Method, opt) -> int:
     """Restores the method's tensors and the optimizer in place; returns the step to continue from."""
-    method.load_checkpoint_state(load_file(path / "trainable.safetensors"))
+    warm_start(method, path)
     _load_optimizer(opt, load_file(path / "optimizer.safetensors"), json.loads((path / "optimizer.json").read_text()))
     return int(json.loads((path / "state.json").read_text())["step"])

@@ -66,35 +66,39 @@ def mine_bm25_negatives(rows: list[tuple[str, str, str, str]], margin: float | N
 
     Deterministic, and with `cache` (a JSON file) mined once: a resumed run reads the same choices
     back instead of depending on the teacher's last bits on another machine."""
-    import bm25s
-
     passages = sorted({r[2] for r in rows})
     key = hashlib.sha256(json.dumps([margin, depth, [[r[1], r[2]] for r in rows]]).encode()).hexdigest()
-    if cache is not None and cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return [(r[0], r[1], r[2], passages[j] if j >= 0 else "") for r, j in zip(rows, saved["negatives"])]
+    saved = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+    if saved.get("key") == key:
+        picks = saved["negatives"]
+    else:
+        picks = _bm25_picks(rows, passages, margin, depth)
+        if cache is not None:
+            atomic_write_json(cache, {"key": key, "margin": margin, "depth": depth, "negatives": picks})
+    return [(r[0], r[1], r[2], passages[j] if j >= 0 else "") for r, j in zip(rows, picks)]
+
+
+def _bm25_picks(rows, passages: list[str], margin: float | None, depth: int) -> list[int]:
+    """For each row, the index in `passages` of its negative, or -1 for none."""
+    import bm25s
+
     retriever = bm25s.BM25(k1=0.9, b=0.4)
     retriever.index(bm25s.tokenize(passages, stopwords="en", show_progress=False), show_progress=False)
-    k = min(depth, len(passages))
     hits, _ = retriever.retrieve(bm25s.tokenize([r[1] for r in rows], stopwords="en", show_progress=False),
-                                 k=k, show_progress=False)
+                                 k=min(depth, len(passages)), show_progress=False)
     own = {t: i for i, t in enumerate(passages)}
+    candidates = [[j for j in ranked if j != own[r[2]]] for r, ranked in zip(rows, hits.tolist())]
     if margin is None:
-        picks = [next((j for j in ranked if j != own[r[2]]), -1) for r, ranked in zip(rows, hits.tolist())]
-    else:
-        teacher = Teacher()
-        P = teacher(passages, progress="teacher: mined-negative filter")
-        Q = teacher([r[1] for r in rows], progress="teacher: queries")
-        picks = []
-        for i, (r, ranked) in enumerate(zip(rows, hits.tolist())):
-            cand = [j for j in ranked if j != own[r[2]]]
-            sims = (Q[i] @ P[cand].T).tolist() if cand else []
-            limit = margin * float(Q[i] @ P[own[r[2]]])
-            picks.append(next((j for j, s in zip(cand, sims) if s < limit), -1))
-    if cache is not None:
-        atomic_write_json(cache, {"key": key, "margin": margin, "depth": depth, "negatives": picks})
-    return [(r[0], r[1], r[2], passages[j] if j >= 0 else "") for r, j in zip(rows, picks)]
+        return [cand[0] if cand else -1 for cand in candidates]
+    teacher = Teacher()
+    P = teacher(passages, progress="teacher: mined-negative filter")
+    Q = teacher([r[1] for r in rows], progress="teacher: queries")
+    picks = []
+    for i, (r, cand) in enumerate(zip(rows, candidates)):
+        limit = margin * float(Q[i] @ P[own[r[2]]])
+        sims = (P[cand] @ Q[i]).tolist() if cand else []
+        picks.append(next((j for j, sim in zip(cand, sims) if sim < limit), -1))
+    return picks
 
 
 class Teacher:
@@ -116,7 +120,8 @@ class Teacher:
         out = []
         with torch.autocast("cpu", enabled=False), \
                 tqdm(total=len(texts), desc=progress, disable=progress is None, unit="text") as bar:
-            for i in range(0, len(texts), 1024):  # the teacher's own precision, whatever the student's
+            # autocast off: the teacher's own precision, whatever the student's
+            for i in range(0, len(texts), 1024):
                 out.append(self.model.encode(texts[i:i + 1024], convert_to_tensor=True, normalize_embeddings=True,
                                              batch_size=64, show_progress_bar=False).float())
                 bar.update(len(out[-1]))
