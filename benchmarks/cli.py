@@ -16,20 +16,20 @@ DEFAULT_METHODS = "bm25,minilm,mean,last,auto"
 
 # The main CLI's one-line errors and quiet logging. Imported after `app` exists, because
 # unified_rag.cli imports this module while it is itself being imported.
-from unified_rag.cli import _friendly, _quiet  # noqa: E402
+from unified_rag.cli import _friendly, _quiet, path_arg  # noqa: E402
 from unified_rag.errors import InputError  # noqa: E402
 
 
 Methods = typer.Option(DEFAULT_METHODS, "--embedder", "-e", help="Comma list: bm25, minilm, st:<model>, auto, mean, "
                        "last, llm2vec-gen, adapter dirs, or gen-ceiling (teacher of the backbone's own answer: "
                        "LLM2Vec-Gen's ceiling). Dense methods share one backbone.")
-Out = typer.Option(..., "--out", "-o", help="Output dir for results.json, report.md and plots.")
-Data = typer.Option(None, "--data", help="Local data dir (default: ../shared/data/<set>).")
+Out = typer.Option(..., "--out", "-o", parser=path_arg, help="Output dir for results.json, report.md and plots.")
+Data = typer.Option(None, "--data", parser=path_arg, help="Local data dir (default: ../shared/data/<set>).")
 Hf = typer.Option(None, "--hf", help="Hub dataset name instead of --data (needs the network).")
 Model = typer.Option(None, "--model", help="Backbone: HF id or dir, .gguf; default SmolLM2-135M-Instruct.")
 MaxLen = typer.Option(256, "--max-length", help="Token budget per text for backbone embedders (docs are truncated).")
 Batch = typer.Option(32, "--batch-size", help="Texts per forward pass.")
-Cache = typer.Option(None, "--cache-dir", help="Encoded-corpus cache (default: <unified-rag cache>/bench).")
+Cache = typer.Option(None, "--cache-dir", parser=path_arg, help="Encoded-corpus cache (default: <unified-rag cache>/bench).")
 Dtype = typer.Option("auto", "--dtype", help="auto (bf16 where fast), bf16, fp32.")
 NQ = typer.Option(None, "--n-queries", help="Evaluate only the first N queries (quick checks).")
 Seed = typer.Option(0, "--seed", help="Seeds torch and numpy; recorded in results.json.")
@@ -126,7 +126,7 @@ def rag_qa(out: Path = Out, data: Optional[Path] = Data,
 
 @app.command()
 @_friendly
-def calibrate(config: Path = typer.Option(Path("trainers/configs/llm2vec-supervised-smollm2.json"), "--config",
+def calibrate(config: Path = typer.Option(Path("trainers/configs/llm2vec-supervised-smollm2.json"), "--config", parser=path_arg,
                                           help="Trainer config whose held-out pairs (val_examples) to use."),
               embedder: str = typer.Option("auto", "--embedder", "-e", help="The dense method of the hybrid."),
               out: Path = Out, n_docs: int = typer.Option(2000, help="Passages in the calibration corpus."),
@@ -179,10 +179,10 @@ def theoremqa(embedder: str = Methods, out: Path = Out, data: Optional[Path] = D
 @app.command()
 @_friendly
 def bright(embedder: str = Methods, out: Path = Out,
-           corpus: Optional[Path] = typer.Option(None, help="Local BRIGHT corpus dir holding <domain>.jsonl[.gz]."),
+           corpus: Optional[Path] = typer.Option(None, parser=path_arg, help="Local BRIGHT corpus dir holding <domain>.jsonl[.gz]."),
            hf: Optional[str] = typer.Option(None, help="Hub name for the documents, e.g. xlangai/BRIGHT."),
            domains: Optional[str] = typer.Option(None, help="Comma list (default: all 12)."),
-           topics: Optional[Path] = typer.Option(None, help="Topics and qrels dir (default ../shared/data/bright-topics)."),
+           topics: Optional[Path] = typer.Option(None, parser=path_arg, help="Topics and qrels dir (default ../shared/data/bright-topics)."),
            original_qrels: bool = typer.Option(False, help="Use the original qrels, not the .fixed ones."),
            model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
            cache_dir: Optional[Path] = Cache, dtype: str = Dtype, teacher: str = Teacher,
@@ -269,7 +269,7 @@ def all_suites(embedder: str = Methods, out: Path = Out, model: Optional[str] = 
 
 @app.command()
 @_friendly
-def summary(out: Path = typer.Argument(..., help="A dir holding suite results (scifact/, stsb/, ...).")):
+def summary(out: Path = typer.Argument(..., parser=path_arg, help="A dir holding suite results (scifact/, stsb/, ...).")):
     """Rebuild the method x suite table (summary.md) from results already written."""
     from .report import summarise
 

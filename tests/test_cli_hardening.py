@@ -79,6 +79,12 @@ BAD = {  # name: (argv, a fragment of the one error line)
     "index-overlap": (["index", "a.txt", "-o", "out", "--overlap", "999"], "overlap_tokens must be"),
     "index-unknown-option": (["index", "a.txt", "-o", "out", "--bogus"], "No such option: --bogus"),
     "index-no-paths": (["index", "-o", "out"], "Missing argument 'PATHS...'"),
+    # Typer alone turns "" into Path("."): the command would index, or write into, the current folder.
+    "index-empty-path": (["index", "", "-o", "out"], "the path is empty"),
+    "index-empty-out": (["index", "a.txt", "-o", " "], "the path is empty"),
+    "search-empty-dir": (["search", "", "q"], "the path is empty"),
+    "train-empty-out": (["train", "gem", "-o", ""], "the path is empty"),
+    "bench-empty-out": (["bench", "stsb", "-e", "bm25", "-o", ""], "the path is empty"),
     "search-missing-dir": (["search", "nope", "q"], "index dir not found: nope"),
     "search-not-an-index": (["search", ".", "q"], "manifest.json is missing"),
     "search-fifo-dir": (["search", "fifo", "q"], "not an index dir"),

@@ -34,7 +34,7 @@ DATA_DEFAULTS = {"birecon": "runs/llm2vec-gen-smollm2/responses.jsonl"}
 
 # The main CLI's checks and one-line errors. Imported after `app` exists, because unified_rag.cli
 # imports this module while it is itself being imported.
-from unified_rag.cli import _friendly  # noqa: E402
+from unified_rag.cli import _friendly, path_arg  # noqa: E402
 
 
 def _train(method: str, config: Optional[Path], out: Path, **overrides) -> None:
@@ -86,10 +86,10 @@ def _command(method: str):
 
     @_friendly
     def command(ctx: typer.Context,
-                config: Optional[Path] = typer.Option(None, "--config", "-c", help="JSON config: an object of the "
+                config: Optional[Path] = typer.Option(None, "--config", "-c", parser=path_arg, help="JSON config: an object of the "
                                                        "method's config fields (see trainers/configs/)."),
-                out: Path = typer.Option(..., "--out", "-o", help="Run dir: checkpoints, log, plot, adapter/."),
-                data: List[Path] = typer.Option([], "--data", help=data_help),
+                out: Path = typer.Option(..., "--out", "-o", parser=path_arg, help="Run dir: checkpoints, log, plot, adapter/."),
+                data: List[Path] = typer.Option([], "--data", parser=path_arg, help=data_help),
                 model: Optional[str] = typer.Option(None, help="Backbone: HF id or dir, .gguf. Default: "
                                                     "SmolLM2-135M-Instruct."),
                 steps: int = typer.Option(d["steps"], help="Optimizer steps."),

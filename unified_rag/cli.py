@@ -107,6 +107,16 @@ def _stat(path: Path, what: str = "path") -> Optional[os.stat_result]:
         raise InputError(f"{what} {_show(path)}: {_os_reason(e)}") from None
 
 
+def path_arg(value) -> Path:
+    """A path given on the command line. Typer turns "" (an unset shell variable, say) into Path("."),
+    and a command would then index, or write into, the current folder: an empty path is an error."""
+    if not str(value).strip():
+        raise typer.BadParameter("the path is empty")
+    if "\x00" in str(value):
+        raise typer.BadParameter("the path holds a null byte, which no file name can")
+    return Path(value)
+
+
 def _check_inputs(paths: List[Path], what: str = "path") -> None:
     """Every path exists and is a regular file or a folder (a FIFO or device would block a reader)."""
     missing, odd, unreadable = [], [], []
@@ -384,8 +394,8 @@ def _check_same_layout(out: Path, stored, index_cfg, chunk_cfg) -> None:
 
 @app.command()
 @_friendly(interrupted=NOT_SAVED)
-def index(paths: List[Path] = typer.Argument(..., help="Files or folders: .txt, .md, .jsonl (BEIR corpus.jsonl too)."),
-          out: Path = typer.Option(..., "--out", "-o", help="Index dir. If it holds an index, documents are added."),
+def index(paths: List[Path] = typer.Argument(..., parser=path_arg, help="Files or folders: .txt, .md, .jsonl (BEIR corpus.jsonl too)."),
+          out: Path = typer.Option(..., "--out", "-o", parser=path_arg, help="Index dir. If it holds an index, documents are added."),
           model: Optional[str] = typer.Option(None, help="Backbone: HF id or dir, .gguf. Default: "
                                               "SmolLM2-135M-Instruct."),
           embedder: str = typer.Option("auto", help=f"One of {', '.join(EMBEDDER_KINDS)}, or an adapter dir "
@@ -449,7 +459,7 @@ def index(paths: List[Path] = typer.Argument(..., help="Files or folders: .txt, 
                f"({i['embedder']}, dim {i['dim']})")
 
 
-IndexDir = typer.Argument(..., help="An index dir written by `unified-rag index`.")
+IndexDir = typer.Argument(..., parser=path_arg, help="An index dir written by `unified-rag index`.")
 
 
 @app.command()
@@ -542,8 +552,8 @@ def verify(index_dir: Path = IndexDir):
 
 @app.command()
 @_friendly
-def standardize(texts: List[Path] = typer.Argument(..., help="Unlabelled texts, one per line (.txt, .tsv id<TAB>text, .jsonl)."),
-                out: Path = typer.Option(..., "--out", "-o", help="Adapter dir to write."),
+def standardize(texts: List[Path] = typer.Argument(..., parser=path_arg, help="Unlabelled texts, one per line (.txt, .tsv id<TAB>text, .jsonl)."),
+                out: Path = typer.Option(..., "--out", "-o", parser=path_arg, help="Adapter dir to write."),
                 model: Optional[str] = typer.Option(None, help="Backbone (default: offline SmolLM2)."),
                 pooling: Pooling = typer.Option(Pooling.mean, help="Untrained pooling to standardise."),
                 layers: Optional[str] = typer.Option(None, help="Hidden layers to pool, a comma list (0: embeddings; "
@@ -576,8 +586,8 @@ def standardize(texts: List[Path] = typer.Argument(..., help="Unlabelled texts, 
 
 @app.command(name="export-adapter")
 @_friendly
-def export_adapter(adapter: Path = typer.Argument(..., help="Adapter dir (embedder_config.json + adapter.safetensors)."),
-                   out: Path = typer.Option(..., "--out", "-o", help="Adapter dir to write."),
+def export_adapter(adapter: Path = typer.Argument(..., parser=path_arg, help="Adapter dir (embedder_config.json + adapter.safetensors)."),
+                   out: Path = typer.Option(..., "--out", "-o", parser=path_arg, help="Adapter dir to write."),
                    dtype: DType = typer.Option(DType.bf16, help="Storage dtype of the floating tensors.")):
     """Copy an adapter dir with its tensors stored in another dtype (bf16 halves a shipped adapter)."""
     _check_file(adapter / "embedder_config.json", "adapter config")
