@@ -80,3 +80,17 @@ def test_throughput_compare_hf_with_bound_on_a_tiny_model(tiny_backbone, tmp_pat
                          "--seq-len", "16", "--dtype", "fp32", "--compare-hf", "--bound", "--rounds", "2"])
     assert len(r["rounds"]) == 2 and all(x["matmul_attention_s"] > 0 for x in r["rounds"])
     assert r["library_over_hf"] > 0 and r["ceiling_over_hf"] > 0
+
+
+def test_index_overhead_reports_the_retokenizing_share(tiny_backbone):
+    """Indexing n SciFact documents is timed against encoding the same chunks, and the second
+    tokenization (the most "tokenize once" could save) is reported as its share of the encode."""
+    from unified_rag import MeanPoolEmbedder
+
+    from benchmarks import throughput
+    from tests.conftest import need_data
+
+    need_data("scifact")
+    o = throughput.index_overhead_figures(tiny_backbone, MeanPoolEmbedder(tiny_backbone), 3, batch_size=2)
+    assert o["docs"] == 3 and o["chunks"] >= 3
+    assert o["index_s"] > 0 and o["encode_s"] > 0 and 0 < o["retokenize_share"] < 1
