@@ -62,7 +62,13 @@ def test_teacher_filtered_negatives_stay_below_the_margin_and_are_cached(tmp_pat
     assert any(a[3] != b[3] for a, b in zip(mined, unfiltered)) or len(kept) == len(rows)
     saved = cache.read_text()
     assert mine_bm25_negatives(rows, margin=0.95, cache=cache) == mined and cache.read_text() == saved
-    mine_bm25_negatives(rows, margin=0.5, cache=cache)  # another setting: mined again, the cache replaced
+    half = mine_bm25_negatives(rows, margin=0.5, cache=cache)  # another setting: mined again, the cache replaced
+    assert cache.read_text() != saved
+    saved = cache.read_text()
+    # The run's own teacher does the filtering, and is part of the setting: here the default named by path.
+    from unified_rag.backbone import default_teacher_path
+
+    assert mine_bm25_negatives(rows, margin=0.5, cache=cache, teacher=str(default_teacher_path())) == half
     assert cache.read_text() != saved
 
 

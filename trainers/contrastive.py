@@ -54,31 +54,32 @@ class ContrastiveOptions(BaseModel):
 
 
 def mine_bm25_negatives(rows: list[tuple[str, str, str, str]], margin: float | None = None, depth: int = 8,
-                        cache: Path | None = None) -> list[tuple[str, str, str, str]]:
+                        cache: Path | None = None, teacher: str | None = None) -> list[tuple[str, str, str, str]]:
     """Each pair gets the positive of another pair that BM25 ranks highest for its query (and whose
     text differs from its own positive).
 
-    With `margin`, a candidate is kept only when the offline teacher's cosine to the query is below
-    margin x its cosine to the query's own positive (positive-aware mining, NV-Retriever's
-    TopK-PercPos, 0.95 there); the first of BM25's `depth` best that passes is the negative, and a
-    row with none gets no negative. Unfiltered, about a fifth of BM25's picks on the shipped pairs
+    With `margin`, a candidate is kept only when the teacher's cosine to the query is below margin x
+    its cosine to the query's own positive (positive-aware mining, NV-Retriever's TopK-PercPos, 0.95
+    there); the first of BM25's `depth` best that passes is the negative, and a row with none gets no
+    negative. `teacher` is the run's distillation teacher (None: the offline all-MiniLM-L6-v2). Unfiltered, about a fifth of BM25's picks on the shipped pairs
     are ones the teacher ranks at or above the positive: likely false negatives (docs/training.md).
 
     Deterministic, and with `cache` (a JSON file) mined once: a resumed run reads the same choices
     back instead of depending on the teacher's last bits on another machine."""
     passages = sorted({r[2] for r in rows})
-    key = hashlib.sha256(json.dumps([margin, depth, [[r[1], r[2]] for r in rows]]).encode()).hexdigest()
+    setting = [margin, depth] + ([teacher] if teacher is not None else [])  # the default keeps older caches valid
+    key = hashlib.sha256(json.dumps(setting + [[[r[1], r[2]] for r in rows]]).encode()).hexdigest()
     saved = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
     if saved.get("key") == key:
         picks = saved["negatives"]
     else:
-        picks = _bm25_picks(rows, passages, margin, depth)
+        picks = _bm25_picks(rows, passages, margin, depth, teacher)
         if cache is not None:
             atomic_write_json(cache, {"key": key, "margin": margin, "depth": depth, "negatives": picks})
     return [(r[0], r[1], r[2], passages[j] if j >= 0 else "") for r, j in zip(rows, picks)]
 
 
-def _bm25_picks(rows, passages: list[str], margin: float | None, depth: int) -> list[int]:
+def _bm25_picks(rows, passages: list[str], margin: float | None, depth: int, teacher: str | None) -> list[int]:
     """For each row, the index in `passages` of its negative, or -1 for none."""
     import bm25s
 
@@ -90,7 +91,7 @@ def _bm25_picks(rows, passages: list[str], margin: float | None, depth: int) -> 
     candidates = [[j for j in ranked if j != own[r[2]]] for r, ranked in zip(rows, hits.tolist())]
     if margin is None:
         return [cand[0] if cand else -1 for cand in candidates]
-    teacher = Teacher()
+    teacher = Teacher(teacher)
     P = teacher(passages, progress="teacher: mined-negative filter")
     Q = teacher([r[1] for r in rows], progress="teacher: queries")
     picks = []

@@ -110,7 +110,8 @@ def load_rows(cfg: LLM2VecTrainConfig, out: Path | None = None) -> list:
         return subsample(read_texts(cfg.data), cfg.max_examples, cfg.seed)
     rows = subsample(read_pairs(cfg.pairs), cfg.max_examples, cfg.seed)
     if cfg.hard_negatives == "bm25":  # mined once per run dir: a resume reads the same negatives back
-        rows = mine_bm25_negatives(rows, cfg.negative_margin, cache=out / "negatives.json" if out else None)
+        rows = mine_bm25_negatives(rows, cfg.negative_margin, cache=out / "negatives.json" if out else None,
+                                   teacher=cfg.teacher)
     return rows
 
 
