@@ -61,8 +61,9 @@ def mine_bm25_negatives(rows: list[tuple[str, str, str, str]], margin: float | N
     With `margin`, a candidate is kept only when the teacher's cosine to the query is below margin x
     its cosine to the query's own positive (positive-aware mining, NV-Retriever's TopK-PercPos, 0.95
     there); the first of BM25's `depth` best that passes is the negative, and a row with none gets no
-    negative. `teacher` is the run's distillation teacher (None: the offline all-MiniLM-L6-v2). Unfiltered, about a fifth of BM25's picks on the shipped pairs
-    are ones the teacher ranks at or above the positive: likely false negatives (docs/training.md).
+    negative. `teacher` is the run's distillation teacher (None: the offline all-MiniLM-L6-v2).
+    Unfiltered, about a fifth of BM25's picks on the shipped pairs are ones the teacher ranks at or
+    above the positive: likely false negatives (docs/training.md).
 
     Deterministic, and with `cache` (a JSON file) mined once: a resumed run reads the same choices
     back instead of depending on the teacher's last bits on another machine."""

@@ -2,8 +2,8 @@
 the next tokens by matching the last n-gram against the prompt, verify them in one forward) saves on
 RAG prompts, against plain greedy `model.generate`, 64 new tokens at batch 1. Prompts: every 700th
 squad-rag question with its gold paragraph and two other paragraphs, laid out by the library's
-`rag_prompt`. The forward counts do not depend on the machine's load; the seconds do (this run shared
-the 2 cores with a training job), so only the counts are a result. The library does not ship it.
+`rag_prompt` (paragraphs as the library's BEIR loader gives them: title, then text). The forward
+counts do not depend on the machine or its load; the seconds do. The library does not ship it.
 
     python benchmarks/results/cpu-2core/decode/prompt_lookup.py | tee benchmarks/results/cpu-2core/decode/prompt_lookup.log
 """
@@ -16,19 +16,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
-from benchmarks.data import DATA  # noqa: E402
+from benchmarks.rag_qa import load_squad_rag  # noqa: E402
 from unified_rag.backbone import Backbone  # noqa: E402
 from unified_rag.generator import Generator  # noqa: E402
 from unified_rag.types import Hit  # noqa: E402
 
-D = DATA / "squad-rag"
-corpus = {d["_id"]: d["text"] for d in map(json.loads, open(D / "corpus.jsonl"))}
-queries = [json.loads(line) for line in open(D / "queries.jsonl")][::700]
-gold = {}
-for f in sorted((D / "qrels").glob("*.tsv")):
-    for line in f.read_text().splitlines()[1:]:
-        q, d, _ = line.split("\t")
-        gold[q] = d
+ds, _ = load_squad_rag()
+corpus, queries = ds.corpus, list(ds.queries.items())[::700]
+gold = {q: next(iter(rel)) for q, rel in ds.qrels.items()}  # one gold paragraph per question
 bb = Backbone.from_pretrained(dtype="bf16")
 gen, model, doc_ids = Generator(bb), bb.model, list(corpus)
 forwards = 0
@@ -45,10 +40,10 @@ model.forward = counted
 print(f"{bb.name} in {str(bb.dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads; "
       f"{len(queries)} squad-rag prompts, 64 new tokens, greedy, batch 1")
 rows = []
-for i, q in enumerate(queries):
-    docs = [gold[q["_id"]]] + [doc_ids[(i * 37 + j * 101) % len(doc_ids)] for j in (1, 2)]
+for i, (qid, question) in enumerate(queries):
+    docs = [gold[qid]] + [doc_ids[(i * 37 + j * 101) % len(doc_ids)] for j in (1, 2)]
     hits = [Hit(rank=r + 1, score=1.0, doc_id=d, chunk_id=r, text=corpus[d], metadata={}) for r, d in enumerate(docs)]
-    ids, _ = gen.rag_prompt(q["text"], hits, 64)
+    ids, _ = gen.rag_prompt(question, hits, 64)
     row = dict(prompt_tokens=len(ids))
     for name, extra in (("plain", {}), ("lookup", {"prompt_lookup_num_tokens": 10})):
         kw = gen._generate_kwargs([ids], 64) | {"min_new_tokens": 64} | extra
