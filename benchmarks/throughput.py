@@ -16,7 +16,7 @@ embedding forward (`Backbone.compile`), times the compile, and times the library
 
 `--index-overhead N` indexes the first N SciFact documents through `UnifiedRAG.add_documents`
 (chunking, encoding, FAISS, SQLite) with `--embedder`, then encodes the same chunks alone, in the same
-run, and prints the ratio.
+run, and prints the ratio, and the time `encode` spends re-tokenizing those chunks.
 
 `--kv-reuse` adds the time to first token of a RAG answer (question-first prompt, `--sources` demo
 chunks) three ways, on the same prompts in the same run: a fresh prefill of the whole prompt
