@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedders import MeanPoolEmbedder
+from embedders import MeanPoolEmbedder, adapters
 from embedders.birecon import BiReconEmbedder
 from embedders.gem import GEMEmbedder
 from embedders.llm2vec import LLM2VecEmbedder
@@ -107,3 +107,24 @@ def test_unified_rag_generates_with_gem_only_when_asked(fresh_tiny_backbone, wit
     streamed = "".join(rag.stream_answer("What produces ATP?", k=2, max_new_tokens=8))
     assert streamed.strip() == rag.answer("What produces ATP?", k=2, max_new_tokens=8).text
     assert plain.answer("What produces ATP?", k=2, max_new_tokens=8).text == base  # the other pipeline is untouched
+
+
+def test_merged_inference_matches_peft_and_never_writes_the_base(fresh_tiny_backbone, monkeypatch):
+    b = fresh_tiny_backbone
+    e = _nonzero_b(LLM2VecEmbedder(b, **LORA), 0)
+    weights = {n: p.detach().clone() for n, p in b.model.named_parameters()}
+    merges = []
+    addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: merges.append(1) or addmm(*a, **k))
+    long_rows = [" ".join(CORPUS)] * 4  # more tokens than the tiny model's 64 features: the merged path
+    merged = e.encode(long_rows)
+    assert merges, "the merged path never ran"
+    n_merges = len(merges)
+    e.encode("Paris")  # one short query has fewer tokens than features: peft's own path, nothing merged
+    assert len(merges) == n_merges
+    monkeypatch.setattr(adapters, "MERGE_AT_INFERENCE", False)
+    plain = e.encode(long_rows)
+    assert len(merges) == n_merges
+    np.testing.assert_allclose(merged, plain, atol=1e-5)
+    assert all(torch.equal(p, weights[n]) for n, p in b.model.named_parameters())
+    assert "forward" not in vars(next(m for m in b.model.modules() if hasattr(m, "lora_A")))  # unpatched after
