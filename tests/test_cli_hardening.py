@@ -298,3 +298,36 @@ def test_fuzz_cli_never_leaves_an_unhandled_exception(files, monkeypatch, cmd, a
     assert "Traceback" not in r.output
     if r.exit_code == 2:
         one_error_line(r)
+
+
+def test_an_interrupted_index_run_continues_from_its_last_save(tmp_path, monkeypatch, tiny_backbone):
+    from tests.conftest import CORPUS
+    from unified_rag.rag import UnifiedRAG
+
+    monkeypatch.chdir(tmp_path)
+    Path("docs").mkdir()
+    for i, text in enumerate(CORPUS):
+        Path(f"docs/{i}.txt").write_text(text)
+    monkeypatch.setattr(Backbone, "from_pretrained", classmethod(lambda cls, *a, **k: tiny_backbone))
+    add, commit = UnifiedRAG.add_documents, UnifiedRAG._commit
+    monkeypatch.setattr(UnifiedRAG, "add_documents", lambda self, docs, **k: add(self, docs, group_size=2, **k))
+    groups = []
+
+    def commit_then_stop(self, group, *a, **k):  # Ctrl-C during the third group of two documents
+        groups.append([d.id for d, _ in group])
+        if len(groups) == 3:
+            raise KeyboardInterrupt
+        return commit(self, group, *a, **k)
+
+    monkeypatch.setattr(UnifiedRAG, "_commit", commit_then_stop)
+    args = ["index", "docs", "-o", "idx", "--embedder", "mean", "--save-every", "1e-9"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 130 and "idx holds the 4 documents saved at" in r.output, r.output
+    saved = {d for g in groups[:2] for d in g}
+    assert len(UnifiedRAG.load("idx", model=tiny_backbone)) == 4
+    monkeypatch.setattr(UnifiedRAG, "_commit", lambda self, group, *a, **k: groups.append(
+        [d.id for d, _ in group]) or commit(self, group, *a, **k))
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and "indexed 2 documents; idx now holds 6 documents" in r.output, r.output
+    assert not saved & set(groups[3])  # the second run embedded only the two the first had not saved
+    one_error_line(runner.invoke(app, [*args[:-1], "nan"]))

@@ -121,6 +121,26 @@ def test_interrupted_indexing_keeps_saved_index(rag, tmp_path, tiny_backbone, mo
     assert len(UnifiedRAG.load(tmp_path / "idx", model=tiny_backbone)) == len(CORPUS)
 
 
+def test_skip_unchanged_embeds_only_what_is_new_or_changed(rag, monkeypatch):
+    encoded = []
+    orig = rag.embedder.encode
+    monkeypatch.setattr(rag.embedder, "encode", lambda texts, **k: encoded.extend(texts) or orig(texts, **k))
+    docs = [Document(text=t, id=f"d{i}", metadata={"n": i}) for i, t in enumerate(CORPUS)]
+    chunks_before = {d.id: rag.store.chunk_ids([d.id]) for d in docs}
+    assert rag.add_documents(docs, skip_unchanged=True) == [] and encoded == []
+    docs[1] = Document(text=CORPUS[1] + " It is also known for its museums.", id="d1", metadata={"n": 1})
+    docs[2] = Document(text=CORPUS[2], id="d2", metadata={"n": 99})  # same text, other metadata: changed
+    docs.append(Document(text="A brand new document about tides.", id="new"))
+    assert rag.add_documents(docs, skip_unchanged=True) == ["d1", "d2", "new"]
+    assert encoded == [docs[1].text, CORPUS[2], docs[-1].text]
+    for d in ("d0", "d3", "d4", "d5"):  # untouched: the same chunk rows, not replaced copies
+        assert rag.store.chunk_ids([d]) == chunks_before[d]
+    assert rag.store.chunk_ids(["d1"]) != chunks_before["d1"]
+    assert rag.retrieve("A brand new document about tides.", k=1)[0].doc_id == "new"
+    encoded.clear()
+    assert len(rag.add_documents(docs)) == len(docs) and len(encoded) == len(docs)  # default: replace all
+
+
 def test_corrupt_and_truncated_index_dirs(rag, tmp_path, tiny_backbone):
     with pytest.raises(IndexLoadError, match="not found"):
         UnifiedRAG.load(tmp_path / "missing", model=tiny_backbone)

@@ -14,6 +14,7 @@ import logging
 import os
 import stat
 import sys
+import time
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -418,10 +419,18 @@ def index(paths: List[Path] = typer.Argument(..., parser=path_arg, help="Files o
           address: Optional[str] = typer.Option(None, help="ray: a running cluster ('auto', 'ray://host:10001'); "
                                                 "default: a local Ray."),
           actors: int = typer.Option(2, help="ray: encoding actors (one GPU each when the cluster has GPUs)."),
+          reembed: bool = typer.Option(False, "--reembed", help="Embed again documents already in the index "
+                                       "unchanged (same id, source, metadata and chunks); by default they are skipped."),
+          save_every: float = typer.Option(10.0, help="local: also save (atomically) when this many minutes have "
+                                           "passed since the last save, so an interrupted run continues where it "
+                                           "was when the same command runs again. 0: save at the end only."),
           verbose: bool = Verbose):
-    """Chunk, embed and index documents, then save atomically."""
+    """Chunk, embed and index documents, then save atomically. Running the same command again adds only
+    what is new or changed, which is also how an interrupted run continues."""
     _check_positive(batch_size=batch_size, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
                     actors=actors)
+    if not save_every >= 0:  # also refuses nan
+        raise InputError(f"--save-every must be 0 or more minutes, got {save_every}")
     _check_inputs(list(paths))
     _check_out(out)
     _check_embedder(embedder)
@@ -452,11 +461,34 @@ def index(paths: List[Path] = typer.Argument(..., parser=path_arg, help="Files o
 
         ids = add_documents_ray(rag, list(paths), model=model, address=address, actors=actors, batch_size=batch_size)
     else:
-        ids = rag.add_documents(list(paths), batch_size=batch_size, show_progress_bar=True)
+        ids = _add_saving(rag, paths, out, batch_size=batch_size, skip_unchanged=not reembed, save_every=save_every)
     rag.save(out)
     i = rag.info()
     typer.echo(f"indexed {len(ids)} documents; {out} now holds {i['documents']} documents, {i['chunks']} chunks "
                f"({i['embedder']}, dim {i['dim']})")
+
+
+def _add_saving(rag, paths, out: Path, *, batch_size: int, skip_unchanged: bool, save_every: float) -> list[str]:
+    """rag.add_documents, saving whenever `save_every` minutes have passed since the last save. Ctrl-C
+    after a save says what the index holds and how to continue."""
+    last, saved = [time.monotonic()], []
+
+    def save_when_due():
+        if save_every and time.monotonic() - last[0] >= save_every * 60:
+            rag.save(out)
+            last[0] = time.monotonic()
+            saved.append((time.strftime("%H:%M:%S"), len(rag)))
+
+    try:
+        return rag.add_documents(list(paths), batch_size=batch_size, show_progress_bar=True,
+                                 skip_unchanged=skip_unchanged, on_commit=save_when_due)
+    except KeyboardInterrupt:
+        if not saved:
+            raise
+        at, n = saved[-1]
+        typer.secho(f"interrupted: {out} holds the {n} documents saved at {at}; run the same command again to "
+                    "continue (documents already indexed unchanged are skipped)", fg="yellow", err=True)
+        raise typer.Exit(130) from None
 
 
 IndexDir = typer.Argument(..., parser=path_arg, help="An index dir written by `unified-rag index`.")

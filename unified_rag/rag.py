@@ -13,7 +13,7 @@ import warnings
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -305,9 +305,15 @@ class UnifiedRAG:
         return self.add_documents(self._texts_as_documents(self._items(texts, "add_texts()"), metadata), **kw)
 
     def add_documents(self, docs: Iterable[Document | dict | str | os.PathLike], *, batch_size: int = 32,
-                      group_size: int = 1024, show_progress_bar: bool | None = None) -> list[str]:
+                      group_size: int = 1024, show_progress_bar: bool | None = None, skip_unchanged: bool = False,
+                      on_commit: Callable[[], None] | None = None) -> list[str]:
         """Chunk, embed and index files, folders (paths as `str` or `Path`) and `Document`s. A doc whose
-        id is already indexed is replaced. Raw strings go to `add_texts`. Returns the ids added."""
+        id is already indexed is replaced. Raw strings go to `add_texts`. Returns the ids added.
+
+        `skip_unchanged`: a doc already indexed under its id with the same source, metadata and chunks
+        is left as it is, not embedded again, and not in the ids returned; so re-running a repeated or
+        interrupted job embeds only what is new or changed. `on_commit()` runs each time a group of
+        documents has landed in the store and the index together (the CLI saves there)."""
         check_positive_int(batch_size, "batch_size")
         docs = self._as_documents(docs)
         if not docs:
@@ -315,9 +321,11 @@ class UnifiedRAG:
         seen: dict[str, Document] = {d.id: d for d in docs}  # the last copy of a repeated id wins
         chunked = [(d, chunk_text(d.text, self.backbone.tokenizer, self.chunk_config)) for d in seen.values()]
         chunked = [(d, c) for d, c in chunked if c]
-        texts = [t for _, cs in chunked for t, _, _ in cs]
-        if not texts:
+        if not chunked:
             raise EmptyCorpusError("the documents hold no indexable text")
+        if skip_unchanged:
+            chunked = [(d, c) for d, c in chunked if not self.store.unchanged(d.id, d.source, d.metadata, c)]
+        texts = [t for _, cs in chunked for t, _, _ in cs]
         show = len(texts) >= 64 if show_progress_bar is None else show_progress_bar
         bar = tqdm(total=len(texts), desc="indexing", unit="chunk", disable=not show)
         # Commit in groups: each group lands in the store and the index together or not at all.
@@ -327,8 +335,10 @@ class UnifiedRAG:
             if sum(len(c) for _, c in group) >= group_size or i == len(chunked) - 1:
                 self._commit(group, batch_size, bar.update)  # the bar moves per encoded batch
                 group = []
+                if on_commit is not None:
+                    on_commit()
         bar.close()
-        return list(seen)
+        return [d.id for d, _ in chunked] if skip_unchanged else list(seen)
 
     def _commit(self, group: list[tuple[Document, list]], batch_size: int, on_batch=None) -> None:
         texts = [t for _, cs in group for t, _, _ in cs]

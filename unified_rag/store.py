@@ -53,6 +53,15 @@ class DocStore:
     def has(self, doc_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone() is not None
 
+    def unchanged(self, doc_id: str, source: str | None, metadata: dict, chunks: list[tuple[str, int, int]]) -> bool:
+        """Whether `doc_id` is stored with exactly this source, metadata and chunking."""
+        row = self.conn.execute("SELECT source, metadata FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        if row is None or row != (source, json.dumps(metadata, default=str)):
+            return False
+        stored = self.conn.execute("SELECT text, char_start, char_end FROM chunks WHERE doc_id = ? "
+                                   "ORDER BY chunk_index", (doc_id,)).fetchall()
+        return stored == [tuple(c) for c in chunks]
+
     def chunk_ids(self, doc_ids: list[str]) -> list[int]:
         q = f"SELECT chunk_id FROM chunks WHERE doc_id IN ({','.join('?' * len(doc_ids))})"
         return [r[0] for r in self.conn.execute(q, doc_ids)] if doc_ids else []
