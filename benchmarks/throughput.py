@@ -146,12 +146,19 @@ def matmul_attention_seconds(backbone, embedder, chunks: list[str], batch_size: 
     return time.perf_counter() - t
 
 
-def _timed_encode(embedder, chunks: list[str], batch_size: int) -> float:
+def _timed_encode(embedder, chunks: list[str], batch_size: int, merge: bool = True) -> float:
+    """Seconds to encode; `merge=False`: a LoRA embedder runs peft's own unmerged forward instead."""
+    from embedders import adapters
+
     _sync(embedder.backbone.device)
-    t = time.perf_counter()
-    embedder.encode_documents(chunks, batch_size=batch_size, show_progress_bar=False)
-    _sync(embedder.backbone.device)
-    return time.perf_counter() - t
+    old, adapters.MERGE_AT_INFERENCE = adapters.MERGE_AT_INFERENCE, merge
+    try:
+        t = time.perf_counter()
+        embedder.encode_documents(chunks, batch_size=batch_size, show_progress_bar=False)
+        _sync(embedder.backbone.device)
+        return time.perf_counter() - t
+    finally:
+        adapters.MERGE_AT_INFERENCE = old
 
 
 def kv_reuse_figures(backbone, chunks: list[str], n_sources: int, repeats: int = 3) -> dict:
@@ -254,19 +261,27 @@ def main(argv=None) -> dict:
     if args.compare_hf:
         # Rounds alternate library, plain HF (and the bound), so a machine whose speed drifts during the
         # run (a shared host) slows all of them alike; the ratios are the medians of each round's.
+        lora = getattr(getattr(embedder, "config", None), "lora_r", 0) > 0
         rounds = []
         for _ in range(args.rounds):
             lib = _timed_encode(embedder, chunks, args.batch_size)
             hf = plain_hf_seconds(backbone, embedder, chunks, args.batch_size)
             core = matmul_attention_seconds(backbone, embedder, chunks, args.batch_size) if args.bound else None
+            unmerged = _timed_encode(embedder, chunks, args.batch_size, merge=False) if lora else None
             rounds.append(dict(library_s=round(lib, 3), plain_hf_s=round(hf, 3),
-                               **({"matmul_attention_s": round(core, 3)} if core else {})))
+                               **({"matmul_attention_s": round(core, 3)} if core else {}),
+                               **({"library_peft_lora_s": round(unmerged, 3)} if unmerged else {})))
         med = lambda f: round(float(np.median([f(x) for x in rounds])), 3)  # noqa: E731
         r.update(rounds=rounds, plain_hf_s=med(lambda x: x["plain_hf_s"]),
                  library_over_hf=med(lambda x: x["plain_hf_s"] / x["library_s"]))
         print(f"plain HF forward, same batches, {args.rounds} alternating rounds: library "
               f"{r['library_over_hf']:.2f}x (median; per round "
               f"{', '.join(format(x['plain_hf_s'] / x['library_s'], '.2f') for x in rounds)})")
+        if lora:
+            r["peft_lora_over_hf"] = med(lambda x: x["plain_hf_s"] / x["library_peft_lora_s"])
+            r["merged_over_peft_lora"] = med(lambda x: x["library_peft_lora_s"] / x["library_s"])
+            print(f"the same library with peft's own (unmerged) LoRA forward: {r['peft_lora_over_hf']:.2f}x plain HF; "
+                  f"merging per layer call is {r['merged_over_peft_lora']:.2f}x faster (medians)")
         if args.bound:
             r["ceiling_over_hf"] = med(lambda x: x["plain_hf_s"] / x["matmul_attention_s"])
             print(f"its matmuls and attention alone: no library on these kernels can pass {r['ceiling_over_hf']:.2f}x "

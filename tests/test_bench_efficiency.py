@@ -82,6 +82,18 @@ def test_throughput_compare_hf_with_bound_on_a_tiny_model(tiny_backbone, tmp_pat
     assert r["library_over_hf"] > 0 and r["ceiling_over_hf"] > 0
 
 
+def test_throughput_compare_hf_times_a_lora_embedder_merged_and_unmerged(tiny_backbone, tmp_path):
+    from benchmarks import throughput
+    from embedders import adapters
+
+    tiny_backbone.save_pretrained(tmp_path / "tiny")
+    r = throughput.main(["--model", str(tmp_path / "tiny"), "--embedder", "llm2vec", "--batch-size", "2",
+                         "--batches", "2", "--seq-len", "48", "--dtype", "fp32", "--compare-hf", "--rounds", "2"])
+    assert all(x["library_peft_lora_s"] > 0 for x in r["rounds"])
+    assert r["peft_lora_over_hf"] > 0 and r["merged_over_peft_lora"] > 0
+    assert adapters.MERGE_AT_INFERENCE  # restored after the unmerged timing
+
+
 def test_index_overhead_reports_the_retokenizing_share(tiny_backbone):
     """Indexing n SciFact documents is timed against encoding the same chunks, and the second
     tokenization (the most "tokenize once" could save) is reported as its share of the encode."""
