@@ -137,7 +137,9 @@ def _merged_forward(layer, adapter: str):
 
     def forward(x, *args, **kwargs):
         dropout_on = isinstance(drop, torch.nn.Dropout) and drop.training and drop.p > 0
-        if torch.is_grad_enabled() or dropout_on or x.numel() // x.shape[-1] < base.in_features:
+        switched_away = layer.disable_adapters or list(layer.active_adapters) != [adapter]  # by a nested scope
+        if (torch.is_grad_enabled() or dropout_on or switched_away
+                or x.numel() // x.shape[-1] < base.in_features):
             return type(layer).forward(layer, x, *args, **kwargs)
         W = base.weight
         merged = torch.addmm(W, B.weight.to(W.dtype), A.weight.to(W.dtype), alpha=layer.scaling[adapter])
@@ -219,7 +221,7 @@ class LoraEmbedder(Embedder):
                     m.enable_adapters(mine)
                 yield
             finally:
-                for m, previous in patched:  # innermost first would not matter: each restores what it found
+                for m, previous in patched:  # each layer gets back the forward it had before
                     if previous is None:
                         del m.forward
                     else:

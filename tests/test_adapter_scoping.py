@@ -128,3 +128,9 @@ def test_merged_inference_matches_peft_and_never_writes_the_base(fresh_tiny_back
     np.testing.assert_allclose(merged, plain, atol=1e-5)
     assert all(torch.equal(p, weights[n]) for n, p in b.model.named_parameters())
     assert "forward" not in vars(next(m for m in b.model.modules() if hasattr(m, "lora_A")))  # unpatched after
+    monkeypatch.setattr(adapters, "MERGE_AT_INFERENCE", True)
+    other, no_lora = _nonzero_b(LLM2VecEmbedder(b, **LORA), 1), LLM2VecEmbedder(b, lora_r=0)
+    for inner in (other, no_lora):  # a scope opened inside this one's sees its own adapter, or none
+        with e.adapter_active():
+            nested = inner.encode(long_rows)
+        np.testing.assert_allclose(nested, inner.encode(long_rows), atol=1e-5)
