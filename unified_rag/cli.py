@@ -471,23 +471,22 @@ def index(paths: List[Path] = typer.Argument(..., parser=path_arg, help="Files o
 def _add_saving(rag, paths, out: Path, *, batch_size: int, skip_unchanged: bool, save_every: float) -> list[str]:
     """rag.add_documents, saving whenever `save_every` minutes have passed since the last save. Ctrl-C
     after a save says what the index holds and how to continue."""
-    last, saved = [time.monotonic()], []
+    last_save, saved = time.monotonic(), None  # saved: (clock time, documents) of the last save, if any
 
     def save_when_due():
-        if save_every and time.monotonic() - last[0] >= save_every * 60:
+        nonlocal last_save, saved
+        if save_every and time.monotonic() - last_save >= save_every * 60:
             rag.save(out)
-            last[0] = time.monotonic()
-            saved.append((time.strftime("%H:%M:%S"), len(rag)))
+            last_save, saved = time.monotonic(), (time.strftime("%H:%M:%S"), len(rag))
 
     try:
         return rag.add_documents(list(paths), batch_size=batch_size, show_progress_bar=True,
                                  skip_unchanged=skip_unchanged, on_commit=save_when_due)
     except KeyboardInterrupt:
-        if not saved:
+        if saved is None:
             raise
-        at, n = saved[-1]
-        typer.secho(f"interrupted: {out} holds the {n} documents saved at {at}; run the same command again to "
-                    "continue (documents already indexed unchanged are skipped)", fg="yellow", err=True)
+        typer.secho(f"interrupted: {out} holds the {saved[1]} documents saved at {saved[0]}; run the same command "
+                    "again to continue (documents already indexed unchanged are skipped)", fg="yellow", err=True)
         raise typer.Exit(130) from None
 
 
