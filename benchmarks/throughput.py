@@ -1,7 +1,7 @@
 """Encode throughput of the default backbone against this machine's measured matmul peak.
 
     python -m benchmarks.throughput [--model M] [--batch-size 32] [--seq-len 256] [--batches 8]
-        [--compare-hf [--bound]] [--compile] [--index-overhead N] [--kv-reuse]
+        [--compare-hf [--bound]] [--compile] [--index-overhead N] [--kv-reuse] [--decode N]
 
 Prints tokens/s and docs/s for realistic chunks (the shipped demo corpus, chunked as UnifiedRAG
 chunks it), the bf16 and float32 matmul peak measured in the same run, and model FLOPs utilisation
@@ -23,6 +23,13 @@ chunks) three ways, on the same prompts in the same run: a fresh prefill of the 
 (`model.generate`), the generator with the system turn's cached KV, and the generator continuing from
 the chat-framed query embedder's own pass (`embedders.pooling`, query_frame="chat"). The query pass
 is not counted: retrieval needs it either way.
+
+`--decode N` times decoding at batch 1 on N squad-rag prompts (a question and its gold paragraph, in
+the RAG prompt), three ways, one after another on each prompt: HF `model.generate` with its default
+dynamic cache, the library's own decode loop, and that loop on int8 weights. Each makes exactly
+`--new-tokens` tokens (EOS held back); decode speed is the tokens after the first over the time after
+the first token (a 1-token call times the prefill). Each also answers with the rag-qa budget (32
+tokens, stopping at EOS), scored against the gold answers (SQuAD EM and F1): the quality cost of int8.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "theorems" / "theorems.jsonl"
 
@@ -210,6 +218,64 @@ def index_overhead_figures(backbone, embedder, n_docs: int, batch_size: int) -> 
                 retokenize_share=round(tokenize_s / encode_s, 4))
 
 
+def decode_figures(backbone, n_prompts: int, new_tokens: int = 64, answer_tokens: int = 32, seed: int = 0) -> dict:
+    """Batch-1 decode speed and answer quality: HF generate, the library's loop, and the loop on int8
+    weights, on the same squad-rag oracle prompts, interleaved prompt by prompt."""
+    from unified_rag.generator import GenerationConfig, Generator
+    from unified_rag.types import Hit
+
+    from .rag_qa import exact_match, load_squad_rag, token_f1
+
+    ds, answers = load_squad_rag()
+    qids = sorted(answers)
+    qids = [qids[i] for i in np.random.default_rng(seed).permutation(len(qids))[:n_prompts]]
+    sides = {"hf_generate": dict(decode="hf"), "library": {}, "library_int8": dict(int8_weights=True)}
+    forced = {k: Generator(backbone, GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, **v))
+              for k, v in sides.items()}
+    natural = {k: Generator(backbone, GenerationConfig(max_new_tokens=answer_tokens, **v)) for k, v in sides.items()}
+    natural["library_int8"]._int8 = forced["library_int8"]._int8  # one int8 copy
+    prompts = []
+    for q in qids:
+        gold = next(iter(ds.qrels[q]))
+        hit = Hit(rank=1, score=1.0, text=ds.corpus[gold], doc_id=gold, chunk_id=-1)
+        prompts.append((q, forced["library"].rag_prompt(ds.queries[q], [hit], new_tokens)[0]))
+    t = time.perf_counter()
+    forced["library_int8"].generate_ids(prompts[0][1], 1)  # builds the int8 copy
+    int8_build_s = time.perf_counter() - t
+    for g in forced.values():  # warm-up
+        g.generate_ids(prompts[0][1], 4)
+    rows = []
+    for q, ids in tqdm(prompts, desc="decode", unit="prompt"):
+        row = dict(id=q, prompt_tokens=len(ids))
+        for side in sides:
+            t0 = time.perf_counter()
+            natural[side].generate_ids(ids, 1)  # prefill and the first token
+            t1 = time.perf_counter()
+            text = forced[side].generate_ids(ids)
+            t2 = time.perf_counter()
+            answer = natural[side].generate_ids(ids)
+            row[side] = dict(first_token_s=round(t1 - t0, 4), total_s=round(t2 - t1, 4),
+                             decode_tokens_per_s=round((new_tokens - 1) / max(t2 - t1 - (t1 - t0), 1e-6), 2), text=text,
+                             answer=answer, em=exact_match(answer, answers[q]), f1=round(token_f1(answer, answers[q]), 4))
+        rows.append(row)
+    out = dict(prompts=len(rows), new_tokens=new_tokens, answer_tokens=answer_tokens, seed=seed,
+               median_prompt_tokens=float(np.median([r["prompt_tokens"] for r in rows])),
+               int8_build_s=round(int8_build_s, 2), int8_mb=round(forced["library_int8"]._int8.nbytes / 2**20, 1))
+    for side in sides:
+        decode_s = sum(r[side]["total_s"] - r[side]["first_token_s"] for r in rows)
+        out[side] = dict(decode_tokens_per_s=round((new_tokens - 1) * len(rows) / decode_s, 2),
+                         end_to_end_tokens_per_s=round(new_tokens * len(rows) / sum(r[side]["total_s"] for r in rows), 2),
+                         median_first_token_ms=round(1e3 * float(np.median([r[side]["first_token_s"] for r in rows])), 1),
+                         exact_match=round(float(np.mean([r[side]["em"] for r in rows])), 4),
+                         f1=round(float(np.mean([r[side]["f1"] for r in rows])), 4),
+                         same_text_as_hf=sum(r[side]["text"] == r["hf_generate"]["text"] for r in rows))
+        if side != "hf_generate":
+            out[side]["over_hf"] = round(float(np.median([r[side]["decode_tokens_per_s"] / r["hf_generate"]["decode_tokens_per_s"]
+                                                          for r in rows])), 3)
+    out["per_prompt"] = rows
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="backbone (default: offline SmolLM2-135M-Instruct)")
@@ -227,6 +293,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--index-overhead", type=int, metavar="N", help="also time indexing N SciFact docs against encoding alone")
     ap.add_argument("--kv-reuse", action="store_true", help="also time the first token with and without KV reuse")
     ap.add_argument("--sources", type=int, default=3, help="--kv-reuse: chunks in each prompt")
+    ap.add_argument("--decode", type=int, metavar="N", help="also time batch-1 decoding on N squad-rag prompts")
+    ap.add_argument("--new-tokens", type=int, default=64, help="--decode: tokens each timed call makes")
     args = ap.parse_args(argv)
 
     from embedders import load_embedder
@@ -310,6 +378,17 @@ def main(argv=None) -> dict:
               f"fresh prefill {k['median_fresh_ms']:.0f} ms, system turn's KV ({k['median_system_tokens']:.0f} tokens) "
               f"{k['median_system_kv_ms']:.0f} ms, query pass's KV ({k['median_reused_tokens']:.0f} tokens) "
               f"{k['median_query_kv_ms']:.0f} ms ({k['speedup_query_kv']:.2f}x)")
+    if args.decode:
+        r["decode"] = d = decode_figures(backbone, args.decode, args.new_tokens)
+        print(f"decode at batch 1, {d['prompts']} squad-rag prompts of ~{d['median_prompt_tokens']:.0f} tokens, "
+              f"{d['new_tokens']} new tokens each; answers of <= {d['answer_tokens']} tokens scored on gold answers:")
+        for side in ("hf_generate", "library", "library_int8"):
+            x = d[side]
+            print(f"  {side:13s} {x['decode_tokens_per_s']:5.1f} tokens/s after the first"
+                  + (f" ({x['over_hf']:.2f}x HF, median per prompt)" if "over_hf" in x else "")
+                  + f"; first token {x['median_first_token_ms']:.0f} ms; EM {x['exact_match']:.3f} F1 {x['f1']:.3f}; "
+                  f"{x['same_text_as_hf']}/{d['prompts']} texts identical to HF's")
+        print(f"  int8 copy: {d['int8_mb']:.0f} MB, built in {d['int8_build_s']:.1f} s")
     if args.json:
         from unified_rag.io import atomic_write_json
 

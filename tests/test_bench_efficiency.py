@@ -108,3 +108,19 @@ def test_index_overhead_reports_the_retokenizing_share(tiny_backbone):
     # Seconds are rounded for the report (a tiny model's encode can show as 0.0); the share is not.
     assert o["index_s"] >= 0 and o["encode_s"] >= 0 and o["retokenize_s"] >= 0 and o["retokenize_share"] > 0
     assert o["ratio"] > 0
+
+
+def test_decode_figures_time_three_decoders_on_the_same_prompts(tiny_backbone):
+    """HF generate, the library's loop and its int8 weights, each forced to the same length, on real
+    squad-rag prompts; every figure is present and the library's full-precision text equals HF's."""
+    from benchmarks import throughput
+    from tests.conftest import need_data
+
+    need_data("squad-rag")
+    d = throughput.decode_figures(tiny_backbone, 2, new_tokens=6, answer_tokens=4)
+    assert d["prompts"] == 2 and d["int8_mb"] > 0
+    for side in ("hf_generate", "library", "library_int8"):
+        # speeds are figures, not asserted: a tiny model's decode time is lost in timer noise
+        assert isinstance(d[side]["decode_tokens_per_s"], float) and 0 <= d[side]["f1"] <= 1
+    assert d["library"]["same_text_as_hf"] == 2  # float32: the same arithmetic, the same greedy picks
+    assert "over_hf" in d["library"] and "over_hf" not in d["hf_generate"]

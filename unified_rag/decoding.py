@@ -1,0 +1,207 @@
+"""One prompt at a time, decoded without `generate`: a preallocated KV cache and the forward's own ops.
+
+At batch 1 every new token reads every weight once, so on a CPU decoding is bound by memory traffic
+(SmolLM2-135M in bf16: 270 MB a token) plus whatever else each step does. HF `generate` adds its own
+per-step work (logits processors, cache objects, masks built per step); this loop runs the model's
+modules layer by layer over a KV buffer sized once for the whole answer, and nothing else.
+
+`Int8Weights` (opt-in, `GenerationConfig(int8_weights=True)`) halves the bytes a token reads: a
+weight-only int8 copy of every projection and the LM head, one scale per output row, multiplied by
+torch's int8 weight-only matmul. It is a second copy of those weights at half their size, so it is
+built only when asked for, once, and rebuilt if a weight is later changed in place (training).
+Embedding, and the prompt's prefill, keep the full-precision weights.
+
+Architectures: Llama-style decoders (Llama, Mistral, Qwen2), the default SmolLM2 among them. Anything
+else, or any model whose layers do not look like that, goes through `generate` (`supports`).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+ARCHITECTURES = ("llama", "mistral", "qwen2")
+
+
+def supports(model) -> bool:
+    """Whether `LeanDecoder` can run `model`: a Llama-style stack with the modules it calls."""
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "model_type", None) not in ARCHITECTURES or getattr(cfg, "use_sliding_window", False):
+        return False
+    dec = getattr(model, "model", None)
+    layers = getattr(dec, "layers", None)
+    if layers is None or not all(hasattr(dec, a) for a in ("embed_tokens", "norm", "rotary_emb")):
+        return False
+    attn = ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim")
+    return all(hasattr(layer.self_attn, a) for layer in layers for a in attn) and all(
+        hasattr(layer.mlp, a) for layer in layers for a in ("gate_proj", "up_proj", "down_proj", "act_fn"))
+
+
+def _plain(module):
+    """The module a call really needs: a peft-wrapped projection with no adapter on is its base layer
+    (saves peft's per-call bookkeeping); one with an adapter on stays itself."""
+    tuners = sys.modules.get("peft.tuners.tuners_utils")
+    if tuners is not None and isinstance(module, tuners.BaseTunerLayer):
+        if module.disable_adapters or module.merged:
+            return module.get_base_layer()
+        return module
+    return module
+
+
+class Int8Weights:
+    """Per-row symmetric int8 copies of Linear weights, made on first use and kept while the weight is
+    unchanged (same tensor, same in-place version)."""
+
+    def __init__(self):
+        self._packs: dict[int, tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(q.numel() * q.element_size() + s.numel() * s.element_size() for _, _, q, s in self._packs.values())
+
+    def linear(self, lin: torch.nn.Linear):
+        """A function computing `lin(x)` from the int8 copy of its weight."""
+        w, bias = lin.weight, lin.bias
+        pack = self._packs.get(id(lin))
+        if pack is None or pack[0] is not w or pack[1] != w._version:
+            with torch.no_grad():
+                scale = w.float().abs().amax(1).clamp_min(1e-12) / 127
+                q = (w.float() / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)
+            pack = self._packs[id(lin)] = (w, w._version, q, scale.to(w.dtype))
+        _, _, q, scale = pack
+
+        def forward(x):
+            shape = x.shape
+            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]), q, scale).view(*shape[:-1], -1)
+            return y if bias is None else y + bias
+        return forward
+
+
+class LeanDecoder:
+    """Greedy or sampled decoding of one prompt, the same arithmetic as the model's own forward."""
+
+    def __init__(self, model, int8: Int8Weights | None = None):
+        if not supports(model):
+            raise InputError(f"the lean decoder runs Llama-style models ({', '.join(ARCHITECTURES)}), "
+                             f"not {getattr(getattr(model, 'config', None), 'model_type', type(model).__name__)}")
+        self.model, self.int8 = model, int8
+
+    def _linear(self, module, int8: bool):
+        module = _plain(module)
+        if int8 and type(module) is torch.nn.Linear:
+            return self.int8.linear(module)
+        return module
+
+    def _stack(self, int8: bool) -> tuple[list[tuple], object]:
+        """Per layer the callables one forward needs, and the LM head."""
+        lin = lambda m: self._linear(m, int8)  # noqa: E731
+        layers = [(layer.input_layernorm, lin(layer.self_attn.q_proj), lin(layer.self_attn.k_proj),
+                   lin(layer.self_attn.v_proj), lin(layer.self_attn.o_proj), layer.post_attention_layernorm,
+                   lin(layer.mlp.gate_proj), lin(layer.mlp.up_proj), lin(layer.mlp.down_proj), layer.mlp.act_fn,
+                   getattr(layer.self_attn, "scaling", None)) for layer in self.model.model.layers]
+        return layers, lin(self.model.lm_head)
+
+    def _window_check(self, total: int) -> None:
+        window = getattr(self.model.config, "sliding_window", None)
+        if window and total > window:
+            raise InputError(f"prompt and answer ({total} tokens) exceed the model's {window}-token attention "
+                             "window, which this decoder does not implement; use GenerationConfig(decode='hf')")
+
+    @torch.inference_mode()
+    def tokens(self, ids: list[int], max_new_tokens: int, *, eos: int | list[int] | None = None,
+               min_new_tokens: int = 0, repetition_penalty: float = 1.0, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+               prefix: tuple[tuple[int, ...], object] | None = None) -> Iterator[int]:
+        """The new tokens, one at a time, up to `max_new_tokens` or the first EOS (not yielded; never
+        before `min_new_tokens`).
+        `prefix`: (ids, an HF KV cache of those ids), where `ids` starts with them; only the rest is
+        prefilled."""
+        model, dec = self.model, self.model.model
+        cfg, dev = model.config, dec.embed_tokens.weight.device
+        total = len(ids) + max_new_tokens
+        self._window_check(total)
+        # The prompt runs on the full weights: a many-token matmul is compute-bound, where int8 weights
+        # only add the dequantising; single-token steps are memory-bound, where they halve the bytes.
+        prefill = self._stack(int8=False)
+        single = self._stack(int8=True) if self.int8 is not None else prefill
+        heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        d = dec.layers[0].self_attn.head_dim
+        dtype = dec.embed_tokens.weight.dtype
+        keys = torch.zeros(len(prefill[0]), 1, kv_heads, total, d, dtype=dtype, device=dev)
+        values = torch.zeros_like(keys)
+        cos, sin = dec.rotary_emb(keys[0, 0], torch.arange(total, device=dev)[None])
+        cos, sin = cos[0], sin[0]
+        gqa = heads != kv_heads
+
+        def rotate(t, c, s):
+            a, b = t.chunk(2, dim=-1)
+            return t * c + torch.cat((-b, a), dim=-1) * s
+
+        def forward(new: list[int], start: int) -> torch.Tensor:
+            n, end = len(new), start + len(new)
+            h = dec.embed_tokens(torch.tensor([new], device=dev))
+            c, s = cos[start:end], sin[start:end]
+            mask = None
+            if n > 1 and start > 0:  # prefill after a cached prefix: causal, offset by it
+                mask = torch.arange(end, device=dev)[None] <= torch.arange(start, end, device=dev)[:, None]
+            layers, lm_head = single if n == 1 else prefill
+            for i, (norm1, q_proj, k_proj, v_proj, o_proj, norm2, gate, up, down, act, scale) in enumerate(layers):
+                y = norm1(h)
+                q = rotate(q_proj(y).view(1, n, heads, d).transpose(1, 2), c, s)
+                keys[i, :, :, start:end] = rotate(k_proj(y).view(1, n, kv_heads, d).transpose(1, 2), c, s)
+                values[i, :, :, start:end] = v_proj(y).view(1, n, kv_heads, d).transpose(1, 2)
+                o = F.scaled_dot_product_attention(q, keys[i, :, :, :end], values[i, :, :, :end], attn_mask=mask,
+                                                   is_causal=n > 1 and mask is None, scale=scale, enable_gqa=gqa)
+                h = h + o_proj(o.transpose(1, 2).reshape(1, n, heads * d))
+                y = norm2(h)
+                h = h + down(act(gate(y)) * up(y))
+            return lm_head(dec.norm(h[:, -1:]))[0, -1].float()
+
+        start = 0
+        if prefix is not None:
+            start = len(prefix[0])
+            for i, (k, v) in enumerate(_cache_tensors(prefix[1])):
+                keys[i, :, :, :start], values[i, :, :, :start] = k, v
+        stops = sorted(set([eos] if isinstance(eos, int) else eos or []))
+        seen = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=dev)
+        seen[torch.tensor(ids, device=dev)] = True
+        logits, pos = forward(ids[start:], start), len(ids)
+        for step in range(max_new_tokens):
+            if step < min_new_tokens and stops:
+                logits[stops] = -float("inf")
+            token = _pick(logits, seen, repetition_penalty, temperature, top_p, top_k)
+            if token in stops:
+                return
+            yield token
+            if step + 1 < max_new_tokens:
+                seen[token] = True
+                logits, pos = forward([token], pos), pos + 1
+
+
+def _pick(logits: torch.Tensor, seen: torch.Tensor, penalty: float, temperature: float, top_p: float, top_k: int) -> int:
+    """The next token, as HF's processors pick it: repetition penalty on every token seen so far
+    (prompt included), then greedy, or temperature, top-k and top-p sampling."""
+    if penalty != 1.0:
+        s = logits[seen]
+        logits[seen] = torch.where(s < 0, s * penalty, s / penalty)
+    if temperature <= 0:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if 0 < top_k < logits.numel():
+        logits[logits < logits.topk(top_k).values[-1]] = -float("inf")
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort()
+        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop[-1] = False  # the likeliest token always stays
+        logits[order[drop]] = -float("inf")
+    return int(torch.multinomial(logits.softmax(-1), 1))
+
+
+def _cache_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer (keys, values) of an HF cache, [batch, kv_heads, tokens, head_dim] each."""
+    if hasattr(cache, "layers"):  # transformers 5.x
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
