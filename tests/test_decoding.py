@@ -118,5 +118,11 @@ def test_int8_needs_the_library_loop(tiny_backbone):
 def test_supports_only_llama_style_models(tiny_backbone):
     assert supports(tiny_backbone.model)
     assert not supports(torch.nn.Linear(2, 2))
+    from transformers import MistralConfig, MistralForCausalLM
+
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                 num_key_value_heads=2)
+    assert supports(MistralForCausalLM(MistralConfig(sliding_window=None, **small)))
+    assert not supports(MistralForCausalLM(MistralConfig(sliding_window=16, **small)))  # a window: generate runs it
     with pytest.raises(InputError, match="Llama-style"):
         LeanDecoder(torch.nn.Linear(2, 2))

@@ -1,7 +1,7 @@
 """One prompt at a time, decoded without `generate`: a preallocated KV cache and the forward's own ops.
 
 At batch 1 every new token reads every weight once, so on a CPU decoding is bound by memory traffic
-(SmolLM2-135M in bf16: 270 MB a token) plus whatever else each step does. HF `generate` adds its own
+(SmolLM2-135M in bf16: about 270 MB a token) plus whatever else each step does. HF `generate` adds its own
 per-step work (logits processors, cache objects, masks built per step); this loop runs the model's
 modules layer by layer over a KV buffer sized once for the whole answer, and nothing else.
 
@@ -31,6 +31,8 @@ def supports(model) -> bool:
     """Whether `LeanDecoder` can run `model`: a Llama-style stack with the modules it calls."""
     cfg = getattr(model, "config", None)
     if getattr(cfg, "model_type", None) not in ARCHITECTURES or getattr(cfg, "use_sliding_window", False):
+        return False
+    if cfg.model_type == "mistral" and getattr(cfg, "sliding_window", None):  # a window this loop does not apply
         return False
     dec = getattr(model, "model", None)
     layers = getattr(dec, "layers", None)
@@ -105,12 +107,6 @@ class LeanDecoder:
                    getattr(layer.self_attn, "scaling", None)) for layer in self.model.model.layers]
         return layers, lin(self.model.lm_head)
 
-    def _window_check(self, total: int) -> None:
-        window = getattr(self.model.config, "sliding_window", None)
-        if window and total > window:
-            raise InputError(f"prompt and answer ({total} tokens) exceed the model's {window}-token attention "
-                             "window, which this decoder does not implement; use GenerationConfig(decode='hf')")
-
     @torch.inference_mode()
     def tokens(self, ids: list[int], max_new_tokens: int, *, eos: int | list[int] | None = None,
                min_new_tokens: int = 0, repetition_penalty: float = 1.0, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
@@ -122,7 +118,6 @@ class LeanDecoder:
         model, dec = self.model, self.model.model
         cfg, dev = model.config, dec.embed_tokens.weight.device
         total = len(ids) + max_new_tokens
-        self._window_check(total)
         # The prompt runs on the full weights: a many-token matmul is compute-bound, where int8 weights
         # only add the dequantising; single-token steps are memory-bound, where they halve the bytes.
         prefill = self._stack(int8=False)
