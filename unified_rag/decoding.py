@@ -47,11 +47,19 @@ def _plain(module):
     """The module a call really needs: a peft-wrapped projection with no adapter on is its base layer
     (saves peft's per-call bookkeeping); one with an adapter on stays itself."""
     tuners = sys.modules.get("peft.tuners.tuners_utils")
-    if tuners is not None and isinstance(module, tuners.BaseTunerLayer):
-        if module.disable_adapters or module.merged:
-            return module.get_base_layer()
-        return module
+    if tuners is not None and isinstance(module, tuners.BaseTunerLayer) and (module.disable_adapters or module.merged):
+        return module.get_base_layer()
     return module
+
+
+def check_int8_matmul(device: torch.device, dtype: torch.dtype) -> None:
+    """An InputError where this torch has no int8 weight-only matmul for `dtype` on `device`."""
+    x = torch.ones(1, 8, dtype=dtype, device=device)
+    try:
+        torch.ops.aten._weight_int8pack_mm(x, torch.ones(8, 8, dtype=torch.int8, device=device),
+                                           torch.ones(8, dtype=dtype, device=device))
+    except (RuntimeError, NotImplementedError) as e:
+        raise InputError(f"int8_weights: this torch has no int8 weight-only matmul for {dtype} on {device} ({e})") from e
 
 
 class Int8Weights:
@@ -161,38 +169,44 @@ class LeanDecoder:
             for i, (k, v) in enumerate(_cache_tensors(prefix[1])):
                 keys[i, :, :, :start], values[i, :, :, :start] = k, v
         stops = sorted(set([eos] if isinstance(eos, int) else eos or []))
-        seen = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=dev)
-        seen[torch.tensor(ids, device=dev)] = True
+        pick = _picker(len(ids), min_new_tokens, stops, repetition_penalty, temperature, top_p, top_k, dev)
+        seq = torch.tensor([list(ids) + [0] * max_new_tokens], device=dev)  # the ids so far, as processors read them
         logits, pos = forward(ids[start:], start), len(ids)
         for step in range(max_new_tokens):
-            if step < min_new_tokens and stops:
-                logits[stops] = -float("inf")
-            token = _pick(logits, seen, repetition_penalty, temperature, top_p, top_k)
+            token = pick(seq[:, :pos], logits)
             if token in stops:
                 return
             yield token
             if step + 1 < max_new_tokens:
-                seen[token] = True
+                seq[0, pos] = token
                 logits, pos = forward([token], pos), pos + 1
 
 
-def _pick(logits: torch.Tensor, seen: torch.Tensor, penalty: float, temperature: float, top_p: float, top_k: int) -> int:
-    """The next token, as HF's processors pick it: repetition penalty on every token seen so far
-    (prompt included), then greedy, or temperature, top-k and top-p sampling."""
+def _picker(prompt_len: int, min_new_tokens: int, stops: list[int], penalty: float, temperature: float,
+            top_p: float, top_k: int, device):
+    """The next token from the logits, through the logits processors `generate` uses, in its order:
+    repetition penalty (over the prompt too) and EOS held back, then greedy, or temperature, top-k and
+    top-p sampling."""
+    from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+                              TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+    procs = LogitsProcessorList()
     if penalty != 1.0:
-        s = logits[seen]
-        logits[seen] = torch.where(s < 0, s * penalty, s / penalty)
-    if temperature <= 0:
-        return int(logits.argmax())
-    logits = logits / temperature
-    if 0 < top_k < logits.numel():
-        logits[logits < logits.topk(top_k).values[-1]] = -float("inf")
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort()
-        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - top_p
-        drop[-1] = False  # the likeliest token always stays
-        logits[order[drop]] = -float("inf")
-    return int(torch.multinomial(logits.softmax(-1), 1))
+        procs.append(RepetitionPenaltyLogitsProcessor(penalty))
+    if min_new_tokens and stops:
+        procs.append(MinNewTokensLengthLogitsProcessor(prompt_len, min_new_tokens, stops, device=str(device)))
+    sample = temperature > 0
+    if sample:
+        procs.append(TemperatureLogitsWarper(temperature))
+        if top_k > 0:
+            procs.append(TopKLogitsWarper(top_k))
+        if top_p < 1.0:
+            procs.append(TopPLogitsWarper(top_p))
+
+    def pick(seq: torch.Tensor, logits: torch.Tensor) -> int:
+        scores = procs(seq, logits[None])[0]
+        return int(torch.multinomial(scores.softmax(-1), 1)) if sample else int(scores.argmax())
+    return pick
 
 
 def _cache_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:

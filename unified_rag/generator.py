@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backbone import Backbone, cache_kwarg, output_cache
-from .decoding import Int8Weights, LeanDecoder, supports
+from .decoding import Int8Weights, LeanDecoder, check_int8_matmul, supports
 from .errors import InputError
 from .grounding import markers
 from .types import Hit
@@ -93,7 +93,7 @@ class Generator:
             if self.config.decode != "auto" or not supports(backbone.model):
                 raise InputError("int8_weights needs the library's decode loop: decode='auto' and a Llama-style "
                                  f"model (this one is {backbone.model.config.model_type!r})")
-            _check_int8_matmul(backbone.device, backbone.dtype)
+            check_int8_matmul(backbone.device, backbone.dtype)
             self._int8 = Int8Weights()
 
     def _lean(self) -> LeanDecoder | None:
@@ -105,13 +105,12 @@ class Generator:
     def _lean_tokens(self, lean: LeanDecoder, ids: list[int], max_new_tokens: int | None,
                      prefix: KVPrefix | None) -> Iterator[int]:
         c = self.config
-        usable = prefix is not None and len(ids) > len(prefix.ids) and tuple(ids[:len(prefix.ids)]) == prefix.ids
         top_k = getattr(self.backbone.model.generation_config, "top_k", None) or 0  # as generate samples
         return lean.tokens(ids, c.max_new_tokens if max_new_tokens is None else max_new_tokens,
                            eos=self.backbone.tokenizer.eos_token_id, min_new_tokens=c.min_new_tokens,
                            repetition_penalty=c.repetition_penalty,
                            temperature=c.temperature, top_p=c.top_p, top_k=top_k,
-                           prefix=(prefix.ids, prefix.cache) if usable else None)
+                           prefix=(prefix.ids, prefix.cache) if _continues(ids, prefix) else None)
 
     def _encode_chat(self, messages: list[dict]) -> list[int]:
         tok = self.backbone.tokenizer
@@ -220,7 +219,7 @@ class Generator:
         continuing from the system turn's 45 cached tokens made the first token slower, not faster
         (benchmarks/results/cpu-2core/throughput)."""
         kw = self._generate_kwargs([ids], max_new_tokens)
-        if prefix is not None and len(ids) > len(prefix.ids) and tuple(ids[:len(prefix.ids)]) == prefix.ids:
+        if _continues(ids, prefix):
             kw[cache_kwarg(self.backbone.model)] = copy.deepcopy(prefix.cache)
         return kw
 
@@ -298,13 +297,9 @@ class Generator:
         return self.stream_ids(self.prompt_ids(prompt), max_new_tokens)
 
 
-def _check_int8_matmul(device: torch.device, dtype: torch.dtype) -> None:
-    x = torch.ones(1, 8, dtype=dtype, device=device)
-    try:
-        torch.ops.aten._weight_int8pack_mm(x, torch.ones(8, 8, dtype=torch.int8, device=device),
-                                           torch.ones(8, dtype=dtype, device=device))
-    except (RuntimeError, NotImplementedError) as e:
-        raise InputError(f"int8_weights: this torch has no int8 weight-only matmul for {dtype} on {device} ({e})") from e
+def _continues(ids: list[int], prefix: KVPrefix | None) -> bool:
+    """Whether the prompt `ids` starts with the prefix's ids and goes on past them."""
+    return prefix is not None and len(ids) > len(prefix.ids) and tuple(ids[:len(prefix.ids)]) == prefix.ids
 
 
 def cited_numbers(text: str, n_sources: int) -> list[int]:
