@@ -110,6 +110,19 @@ def test_int8_decoding_runs_and_stays_close(tiny_backbone):
     assert len(int8) == 16 and int8[0] == full[0]  # rounding moves logits a little, not the first pick
 
 
+def test_int8_decoding_of_a_bf16_model_attends_in_float32(fresh_tiny_backbone):
+    """A bf16 model on CPU: the int8 loop keeps its cache in float32 (one-token steps attend in float32),
+    starts like full precision, and continues a cached prefix as it continues a fresh prefill."""
+    model = fresh_tiny_backbone.model.to(torch.bfloat16)
+    ids = fresh_tiny_backbone.tokenizer(PROMPTS[0])["input_ids"]
+    int8 = LeanDecoder(model, Int8Weights())
+    fresh = list(int8.tokens(ids, 12))
+    assert len(fresh) == 12 and fresh[0] == list(LeanDecoder(model).tokens(ids, 1))[0]
+    with torch.inference_mode():
+        cache = model(torch.tensor([ids[:5]]), use_cache=True).past_key_values
+    assert list(int8.tokens(ids, 12, prefix=(tuple(ids[:5]), cache))) == fresh
+
+
 def test_int8_needs_the_library_loop(tiny_backbone):
     with pytest.raises(InputError, match="int8_weights"):
         Generator(tiny_backbone, GenerationConfig(int8_weights=True, decode="hf"))

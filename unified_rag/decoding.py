@@ -9,7 +9,8 @@ modules layer by layer over a KV buffer sized once for the whole answer, and not
 weight-only int8 copy of every projection and the LM head, one scale per output row, multiplied by
 torch's int8 weight-only matmul. It is a second copy of those weights at half their size, so it is
 built only when asked for, once, and rebuilt if a weight is later changed in place (training).
-Embedding, and the prompt's prefill, keep the full-precision weights.
+Embedding, and the prompt's prefill, keep the full-precision weights. On a CPU the int8 loop also
+attends in float32 at one-token steps, where torch's bf16 attention kernel is the slower one.
 
 Architectures: Llama-style decoders (Llama, Mistral, Qwen2), the default SmolLM2 among them. Anything
 else, or any model whose layers do not look like that, goes through `generate` (`supports`).
@@ -133,9 +134,14 @@ class LeanDecoder:
         heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         d = dec.layers[0].self_attn.head_dim
         dtype = dec.embed_tokens.weight.dtype
-        keys = torch.zeros(len(prefill[0]), 1, kv_heads, total, d, dtype=dtype, device=dev)
+        # With int8 weights on a CPU, the cache is float32 (the model's values, held exactly) and one-token
+        # steps attend in float32: torch's CPU attention kernel runs that shape about 4x faster in float32
+        # than in bf16 (decode/attention.log). Full precision keeps the model's own dtype, and so
+        # generate's exact arithmetic.
+        kv_dtype = torch.float32 if self.int8 is not None and dev.type == "cpu" else dtype
+        keys = torch.zeros(len(prefill[0]), 1, kv_heads, total, d, dtype=kv_dtype, device=dev)
         values = torch.zeros_like(keys)
-        cos, sin = dec.rotary_emb(keys[0, 0], torch.arange(total, device=dev)[None])
+        cos, sin = dec.rotary_emb(dec.embed_tokens.weight[:1], torch.arange(total, device=dev)[None])
         cos, sin = cos[0], sin[0]
         gqa = heads != kv_heads
 
@@ -156,8 +162,12 @@ class LeanDecoder:
                 q = rotate(q_proj(y).view(1, n, heads, d).transpose(1, 2), c, s)
                 keys[i, :, :, start:end] = rotate(k_proj(y).view(1, n, kv_heads, d).transpose(1, 2), c, s)
                 values[i, :, :, start:end] = v_proj(y).view(1, n, kv_heads, d).transpose(1, 2)
-                o = F.scaled_dot_product_attention(q, keys[i, :, :, :end], values[i, :, :, :end], attn_mask=mask,
-                                                   is_causal=n > 1 and mask is None, scale=scale, enable_gqa=gqa)
+                if n == 1:
+                    o = F.scaled_dot_product_attention(q.to(kv_dtype), keys[i, :, :, :end], values[i, :, :, :end],
+                                                       scale=scale, enable_gqa=gqa).to(dtype)
+                else:  # the prompt in the model's dtype, as its own forward computes it
+                    o = F.scaled_dot_product_attention(q, keys[i, :, :, :end].to(dtype), values[i, :, :, :end].to(dtype),
+                                                       attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=gqa)
                 h = h + o_proj(o.transpose(1, 2).reshape(1, n, heads * d))
                 y = norm2(h)
                 h = h + down(act(gate(y)) * up(y))
