@@ -162,12 +162,10 @@ class LeanDecoder:
                 q = rotate(q_proj(y).view(1, n, heads, d).transpose(1, 2), c, s)
                 keys[i, :, :, start:end] = rotate(k_proj(y).view(1, n, kv_heads, d).transpose(1, 2), c, s)
                 values[i, :, :, start:end] = v_proj(y).view(1, n, kv_heads, d).transpose(1, 2)
-                if n == 1:
-                    o = F.scaled_dot_product_attention(q.to(kv_dtype), keys[i, :, :, :end], values[i, :, :, :end],
-                                                       scale=scale, enable_gqa=gqa).to(dtype)
-                else:  # the prompt in the model's dtype, as its own forward computes it
-                    o = F.scaled_dot_product_attention(q, keys[i, :, :, :end].to(dtype), values[i, :, :, :end].to(dtype),
-                                                       attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=gqa)
+                att = kv_dtype if n == 1 else dtype  # the prompt attends in the model's dtype, as its forward does
+                o = F.scaled_dot_product_attention(q.to(att), keys[i, :, :, :end].to(att), values[i, :, :, :end].to(att),
+                                                   attn_mask=mask, is_causal=n > 1 and mask is None, scale=scale,
+                                                   enable_gqa=gqa).to(dtype)
                 h = h + o_proj(o.transpose(1, 2).reshape(1, n, heads * d))
                 y = norm2(h)
                 h = h + down(act(gate(y)) * up(y))
