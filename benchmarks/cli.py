@@ -95,15 +95,23 @@ def stsb(embedder: str = Methods, out: Path = Out, data: Optional[Path] = Data, 
 @app.command(name="rag-qa")
 @_friendly
 def rag_qa(out: Path = Out, data: Optional[Path] = Data,
+           qa_set: str = typer.Option("squad-rag", "--set", help="squad-rag (SQuAD dev) or rc-heldout (rc-train's "
+                                      "held-out articles); --data is that set's dir."),
            embedder: str = typer.Option("auto", "--embedder", "-e", help="The pipeline's embedder (a kind or adapter dir)."),
+           generator_adapter: str = typer.Option("auto", "--generator-adapter", help="The answer adapter: auto (the "
+                                                 "shipped one), a dir, or none."),
+           adapter: str = typer.Option("both", "--adapter", help="Answer with the adapter on, off (base model), or both."),
+           settings: str = typer.Option("closed-book,rag,rag-extractive,oracle,gold-removed", "--settings",
+                                        help="Comma list of settings to run."),
            n_questions: int = typer.Option(500, "--n-questions", "-n", help="Questions in the seeded sample."),
            n_unanswerable: int = typer.Option(100, help="Further questions asked after their gold paragraph "
                                               "is deleted from the index."),
            k: int = typer.Option(5, "-k", help="Sources retrieved per question."),
-           mode: str = typer.Option("dense", help="Retrieval mode: dense, sparse or hybrid."),
+           mode: str = typer.Option("hybrid", help="Retrieval mode: dense, sparse or hybrid (the library's default)."),
            max_new_tokens: int = typer.Option(32, help="Answer budget in tokens."),
            model: Optional[str] = Model, batch_size: int = Batch, dtype: str = Dtype, seed: int = Seed):
-    """End-to-end RAG QA on squad-rag: closed-book, RAG and oracle; EM, F1, citations, refusals, latency."""
+    """End-to-end RAG QA: closed-book, RAG, oracle and gold-removed, with and without the answer adapter;
+    F1, EM, citations, declines, latency."""
     import numpy as np
     import torch
 
@@ -113,15 +121,20 @@ def rag_qa(out: Path = Out, data: Optional[Path] = Data,
 
     if mode not in RETRIEVAL_MODES:
         raise typer.BadParameter(f"use one of {', '.join(RETRIEVAL_MODES)}", param_hint="--mode")
+    if adapter not in ("on", "off", "both"):
+        raise typer.BadParameter("use on, off or both", param_hint="--adapter")
+    chosen = [x.strip() for x in settings.split(",") if x.strip()]  # names and --set are checked by run_rag_qa
     for name, v in (("--n-questions", n_questions), ("-k", k), ("--max-new-tokens", max_new_tokens)):
         if v < 1:
             raise typer.BadParameter("must be at least 1", param_hint=name)
     _quiet(False)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    rag = UnifiedRAG.from_pretrained(model, embedder=embedder, dtype=dtype)
-    _finish(run_rag_qa(rag, data, n_questions=n_questions, n_unanswerable=n_unanswerable, k=k,
-                       max_new_tokens=max_new_tokens, mode=mode, seed=seed, batch_size=batch_size), out, seed)
+    rag = UnifiedRAG.from_pretrained(model, embedder=embedder, dtype=dtype,
+                                     generator_adapter=None if generator_adapter.lower() == "none" else generator_adapter)
+    _finish(run_rag_qa(rag, data, qa_set=qa_set, n_questions=n_questions, n_unanswerable=n_unanswerable, k=k,
+                       max_new_tokens=max_new_tokens, mode=mode, seed=seed, batch_size=batch_size, adapter=adapter,
+                       settings=chosen), out, seed)
 
 
 @app.command()

@@ -1,10 +1,11 @@
-"""End-to-end RAG question answering (squad-rag: SQuAD v1.1 dev questions over their Wikipedia paragraphs).
+"""End-to-end RAG question answering, on squad-rag (SQuAD v1.1 dev questions over their Wikipedia
+paragraphs) or rc-heldout (rc-train's held-out articles, which the answer adapter never saw).
 
-One index of every paragraph, one seeded sample of questions, three settings through the same
-generator: closed-book (the question alone), RAG (`UnifiedRAG.answer`, the default pipeline) and
-oracle (the gold paragraph as the only source: this generator's ceiling), plus RAG in extractive mode
-(the one source sentence nearest the question, no generation). A last set asks questions
-whose gold paragraph has been deleted from the index, to measure how often the pipeline declines.
+One index of every paragraph, one seeded sample of questions, and each setting through the same
+generator, with its answer adapter on and with the base model: closed-book (the question alone), RAG
+(`UnifiedRAG.answer`, the default pipeline) and oracle (the gold paragraph as the only source), plus
+RAG in extractive mode (the one source sentence nearest the question, no generation). A last set
+asks questions whose gold paragraph has been deleted from the index: they should be declined.
 
 Answers are scored with SQuAD v1.1's official normalisation (lowercase, no punctuation, no articles,
 single spaces): exact match and token F1, each the best over the gold strings.
@@ -15,11 +16,16 @@ import collections
 import re
 import string
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from unified_rag.errors import InputError
+from unified_rag.generator import cited_numbers
+from unified_rag.grounding import strip_markers
 from unified_rag.types import Hit
 
 from .data import DATA, load_beir, read_jsonl
@@ -64,89 +70,195 @@ def load_squad_rag(data=None):
     return ds, {q: answers[q] for q in ds.queries if answers.get(q)}
 
 
-def _cites_gold(h: Hit, gold_doc: str, golds: list[str]) -> bool:
-    text = normalize_answer(h.text)
-    return h.doc_id == gold_doc or any(normalize_answer(g) and normalize_answer(g) in text for g in golds)
+@dataclass
+class QASet:
+    """Questions with gold answers over a corpus, each question's gold paragraph known."""
+    name: str
+    corpus: dict[str, str]
+    questions: dict[str, str]
+    answers: dict[str, list[str]]
+    gold: dict[str, str]  # question id -> the id of its paragraph
 
 
-def _score(rows: list[dict]) -> dict[str, float]:
+def squad_rag_set(data=None) -> QASet:
+    ds, answers = load_squad_rag(data)
+    return QASet("squad-rag", ds.corpus, {q: ds.queries[q] for q in answers}, answers,
+                 {q: next(iter(ds.qrels[q])) for q in answers})
+
+
+def rc_heldout_set(data=None) -> QASet:
+    """The answerable questions of rc-train's held-out articles (never trained on: trainers/answer.py),
+    over the paragraphs of those articles."""
+    from trainers.answer import AnswerTrainConfig, split_rows
+
+    cfg = AnswerTrainConfig(data=[Path(data) / f for f in _rc_files()] if data else [])
+    _, _, held = split_rows(cfg)
+    corpus, ids = {}, {}
+    for r in held:
+        ids.setdefault(r["context"], f"p{len(ids)}")
+        corpus[ids[r["context"]]] = r["context"]
+    rows = [r for r in held if not r.get("is_impossible")]
+    return QASet("rc-heldout", corpus, {r["id"]: r["question"] for r in rows},
+                 {r["id"]: [a for a in r["answers"] if a.strip()] for r in rows}, {r["id"]: ids[r["context"]] for r in rows})
+
+
+def _rc_files():
+    from trainers.answer import RC_FILES
+
+    return RC_FILES
+
+
+QA_SETS = {"squad-rag": squad_rag_set, "rc-heldout": rc_heldout_set}
+SETTINGS = ("closed-book", "rag", "rag-extractive", "oracle", "gold-removed")
+
+
+def _holds(text: str, golds: list[str]) -> bool:
+    norm = normalize_answer(text)
+    return any(g and g in norm for g in map(normalize_answer, golds))
+
+
+def _row(text: str, golds: list[str], sources: list[Hit], cited: list[int], model_cited: list[int],
+         declined: bool, seconds: float, gold_doc: str | None) -> dict:
+    answer = strip_markers(text)  # the markers are citations, not words of the answer
+    holds = [h.doc_id == gold_doc or _holds(h.text, golds) for h in sources]
+    return dict(em=0.0 if declined else exact_match(answer, golds), f1=0.0 if declined else token_f1(answer, golds),
+                contained=not declined and _holds(answer, golds), declined=declined, seconds=seconds,
+                available=any(holds), model_cited=bool(model_cited),
+                cited_ok=[holds[n - 1] for n in cited], source_cited=any(holds[n - 1] for n in cited),
+                retrieved=gold_doc is not None and any(h.doc_id == gold_doc for h in sources))
+
+
+def _score(rows: list[dict], setting: str) -> dict[str, float]:
     lat = [r["seconds"] for r in rows]
-    out = dict(exact_match=float(np.mean([r["em"] for r in rows])), f1=float(np.mean([r["f1"] for r in rows])),
-               cannot_answer=float(np.mean([r["refused"] for r in rows])),
+    said = [r for r in rows if not r["declined"]]
+    out = dict(f1=float(np.mean([r["f1"] for r in rows])), exact_match=float(np.mean([r["em"] for r in rows])),
+               contained=float(np.mean([r["contained"] for r in rows])),
+               declined=float(np.mean([r["declined"] for r in rows])),
                latency_p50_s=float(np.percentile(lat, 50)), latency_p95_s=float(np.percentile(lat, 95)))
-    if "cited" in rows[0]:
-        cited = [r for r in rows if r["cited"]]
-        out["citation_rate"] = len(cited) / len(rows)
-        out["citation_rate_model"] = float(np.mean([r["cited_by_model"] for r in rows]))  # before attribution
-        out["citation_precision"] = (float(np.mean([np.mean(r["cited_ok"]) for r in cited])) if cited else 0.0)
-    if "retrieved" in rows[0]:
+    if setting == "closed-book" or setting == "gold-removed":
+        return out if setting == "closed-book" else {k: out[k] for k in ("declined", "latency_p50_s", "latency_p95_s")}
+    available = [r for r in rows if r["available"]]
+    out["false_decline"] = float(np.mean([r["declined"] for r in available])) if available else 0.0
+    out["model_citation_rate"] = float(np.mean([r["model_cited"] for r in said])) if said else 0.0
+    cited = [r for r in said if r["cited_ok"]]
+    out["citation_precision"] = float(np.mean([np.mean(r["cited_ok"]) for r in cited])) if cited else 0.0
+    answered = [r for r in said if r["available"]]
+    out["citation_recall"] = float(np.mean([r["source_cited"] for r in answered])) if answered else 0.0
+    if setting.startswith("rag"):
         out["recall@k"] = float(np.mean([r["retrieved"] for r in rows]))
     return out
 
 
-def run_rag_qa(rag, data=None, *, n_questions: int = 500, n_unanswerable: int = 100, k: int = 5,
-               max_new_tokens: int = 32, mode: str = "dense", seed: int = 0, batch_size: int = 32) -> dict:
-    """Index the whole corpus into `rag` (which must be empty), then answer a seeded sample."""
+@contextmanager
+def _generator(rag, tuned: bool):
+    """The pipeline with its answer adapter on (tuned) or the base model generating, for the duration."""
+    from unified_rag.generator import Generator
+
+    kept = rag.generator
+    if not tuned and kept.adapter is not None:
+        rag.generator = Generator(rag.backbone, kept.config)
+    try:
+        yield rag.generator
+    finally:
+        rag.generator = kept
+
+
+def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 500, n_unanswerable: int = 100,
+               k: int = 5, max_new_tokens: int = 32, mode: str = "hybrid", seed: int = 0, batch_size: int = 32,
+               adapter: str = "both", settings=SETTINGS) -> dict:
+    """Index the whole corpus into `rag` (which must be empty), then answer a seeded sample in each
+    setting, with the answer adapter (`adapter` "on"), the base model ("off") or each in turn ("both")."""
     from unified_rag.types import Document
 
     if rag.store.count()[0]:
-        raise InputError("rag-qa indexes the squad-rag corpus itself: pass an empty UnifiedRAG")
-    ds, answers = load_squad_rag(data)
+        raise InputError("rag-qa indexes its corpus itself: pass an empty UnifiedRAG")
+    if qa_set not in QA_SETS:
+        raise InputError(f"unknown rag-qa set {qa_set!r}: use one of {', '.join(QA_SETS)}")
+    unknown = set(settings) - set(SETTINGS)
+    if unknown or not settings:
+        raise InputError(f"unknown settings {sorted(unknown)}: use {', '.join(SETTINGS)}")
+    has_adapter = rag.generator.adapter is not None
+    if adapter not in ("on", "off", "both"):
+        raise InputError(f"adapter must be on, off or both, got {adapter!r}")
+    if adapter == "on" and not has_adapter:
+        raise InputError("adapter='on' but the pipeline has no answer adapter")
+    variants = [v for v in (True, False) if (v and has_adapter and adapter != "off") or (not v and adapter != "on")]
+    qa = QA_SETS[qa_set](data)
     rng = np.random.default_rng(seed)
-    qids = sorted(answers, key=lambda q: int(q[1:]) if q[1:].isdigit() else q)
+    qids = sorted(qa.answers, key=lambda q: (len(q), q))
     pick = [qids[i] for i in rng.permutation(len(qids))]
     sample, held = pick[:n_questions], pick[n_questions:n_questions + n_unanswerable]
-    gold = {q: next(iter(ds.qrels[q])) for q in sample + held}
     t0 = time.perf_counter()
-    rag.add_documents([Document(id=d, text=t) for d, t in ds.corpus.items()], batch_size=batch_size)
+    rag.add_documents([Document(id=d, text=t) for d, t in qa.corpus.items()], batch_size=batch_size)
     index_s = time.perf_counter() - t0
-    g = rag.generator
-    rows: dict[str, list[dict]] = {"closed-book": [], "rag": [], "rag-extractive": [], "oracle": []}
-    for q in tqdm(sample, desc="rag-qa", unit="question"):
-        question, golds = ds.queries[q], answers[q]
-        for setting in rows:
+    rows: dict[str, list[dict]] = {}
+    generative = [s for s in settings if s not in ("rag-extractive", "gold-removed")]
+    for tuned in variants:
+        tag = "adapter" if tuned else "base"
+        with _generator(rag, tuned) as g:
+            for q in tqdm(sample, desc=f"rag-qa {qa.name} ({tag})", unit="question"):
+                question, golds = qa.questions[q], qa.answers[q]
+                for setting in generative:
+                    t = time.perf_counter()
+                    if setting == "rag":
+                        ans = rag.answer(question, k=k, max_new_tokens=max_new_tokens, retrieval=mode)
+                        model = [c.source for c in ans.citations if c.origin == "model"]
+                        row = _row(ans.text, golds, ans.sources, ans.cited, model,
+                                   not ans.answerable or is_refusal(ans.text), time.perf_counter() - t, qa.gold[q])
+                    else:
+                        hits = [] if setting == "closed-book" else [Hit(rank=1, score=1.0, text=qa.corpus[qa.gold[q]],
+                                                                         doc_id=qa.gold[q], chunk_id=-1)]
+                        ids, sources = g.rag_prompt(question, hits, max_new_tokens)
+                        text = g.generate_ids(ids, max_new_tokens)
+                        cited = cited_numbers(text, len(sources))
+                        row = _row(text, golds, sources, cited, cited, g.declined(text) or is_refusal(text),
+                                   time.perf_counter() - t, qa.gold[q])
+                    rows.setdefault(f"{setting} ({tag})", []).append(row)
+    if "rag-extractive" in settings:
+        for q in tqdm(sample, desc=f"rag-qa {qa.name} (extractive)", unit="question"):
             t = time.perf_counter()
-            if setting.startswith("rag"):
-                ans = rag.answer(question, k=k, max_new_tokens=max_new_tokens, retrieval=mode,
-                                 mode="extractive" if setting == "rag-extractive" else "generative", max_sentences=1)
-                text, sources = ans.text, ans.sources
-            else:
-                hits = [] if setting == "closed-book" else [Hit(rank=1, score=1.0, text=ds.corpus[gold[q]],
-                                                                  doc_id=gold[q], chunk_id=-1)]
-                ids, sources = g.rag_prompt(question, hits, max_new_tokens)
-                text = g.generate_ids(ids, max_new_tokens)
-            row = dict(em=exact_match(text, golds), f1=token_f1(text, golds), refused=is_refusal(text),
-                       seconds=time.perf_counter() - t)
-            if setting.startswith("rag"):
-                row.update(cited=ans.cited, cited_ok=[_cites_gold(sources[n - 1], gold[q], golds) for n in ans.cited],
-                           cited_by_model=any(c.origin == "model" for c in ans.citations),
-                           retrieved=any(h.doc_id == gold[q] for h in sources), refused=not ans.answerable or row["refused"])
-            rows[setting].append(row)
-    # Unanswerable: the same pipeline after the held-out questions' gold paragraphs are deleted.
-    removed = sorted({gold[q] for q in held} - {gold[q] for q in sample})
-    held = [q for q in held if gold[q] in removed]
-    if held:
+            ans = rag.answer(qa.questions[q], k=k, retrieval=mode, mode="extractive", max_sentences=1)
+            rows.setdefault("rag-extractive", []).append(_row(ans.text, qa.answers[q], ans.sources, ans.cited, [],
+                                                              not ans.answerable, time.perf_counter() - t, qa.gold[q]))
+    # Gold removed: the same pipeline after the held-out questions' gold paragraphs are deleted.
+    removed = sorted({qa.gold[q] for q in held} - {qa.gold[q] for q in sample})
+    held = [q for q in held if qa.gold[q] in removed]
+    cut = {}
+    if held and "gold-removed" in settings:
         rag.delete(removed)
-        for q in tqdm(held, desc="rag-qa unanswerable", unit="question"):
-            t = time.perf_counter()
-            ans = rag.answer(ds.queries[q], k=k, max_new_tokens=max_new_tokens, retrieval=mode)
-            rows.setdefault("unanswerable", []).append(dict(em=exact_match(ans.text, answers[q]),
-                                                            f1=token_f1(ans.text, answers[q]),
-                                                            refused=not ans.answerable or is_refusal(ans.text),
-                                                            seconds=time.perf_counter() - t))
-    methods = {s: dict(kind=s, metrics=_score(r), n=len(r)) for s, r in rows.items()}
-    f1 = {s: m["metrics"]["f1"] for s, m in methods.items()}
-    notes = [f"{len(sample)} questions drawn with seed {seed} from {len(qids)}; index of all {len(ds.corpus)} "
+        for tuned in variants:
+            tag = "adapter" if tuned else "base"
+            with _generator(rag, tuned):
+                for q in tqdm(held, desc=f"rag-qa gold removed ({tag})", unit="question"):
+                    t = time.perf_counter()
+                    ans = rag.answer(qa.questions[q], k=k, max_new_tokens=max_new_tokens, retrieval=mode)
+                    rows.setdefault(f"gold-removed ({tag})", []).append(
+                        _row(ans.text, qa.answers[q], ans.sources, ans.cited, [], not ans.answerable or is_refusal(ans.text),
+                             time.perf_counter() - t, None))
+                    cut[tag] = cut.get(tag, 0) + (not ans.sources)
+    methods = {}
+    for name, r in rows.items():
+        methods[name] = dict(kind=name, metrics=_score(r, name.split(" (")[0]), n=len(r))
+        if name.startswith("gold-removed"):
+            methods[name]["metrics"]["declined_by_cut"] = cut.get(name.split("(")[1].rstrip(")"), 0) / len(r)
+    notes = [f"{len(sample)} questions drawn with seed {seed} from {len(qids)}; index of all {len(qa.corpus)} "
              f"paragraphs built in {index_s:.0f} s; k={k}, retrieval={mode}, max_new_tokens={max_new_tokens}, "
              f"relevance cut {rag.min_relevance}.",
-             "citation_rate: answers whose final text cites a valid [n]; citation_rate_model: answers where the "
-             "generator wrote one itself (the rest were attributed by embedding).",
-             f"RAG F1 is {f1['rag'] / f1['oracle']:.0%} of the oracle's" if f1.get("oracle") else "oracle F1 is 0",
-             "unanswerable: questions whose gold paragraph was deleted from the index; 'cannot_answer' is the "
-             "share of replies that decline (regex in benchmarks/rag_qa.py)."]
-    return dict(suite="rag-qa", title=f"End-to-end RAG QA: squad-rag ({len(sample)} questions)",
-                dataset=dict(ds.describe(), sample=len(sample), unanswerable=len(held), removed=len(removed), seed=seed),
+             "(adapter): the generator with its answer adapter on; (base): the base model. oracle: the gold "
+             "paragraph as the only source; closed-book: no source.",
+             "Answers are scored without their [n] markers (SQuAD normalisation, best over the gold strings); a "
+             "declined answer scores 0. contained: a gold answer occurs in the answer.",
+             "declined: the adapter's decline sentence, the relevance cut's 'cannot answer', or a refusal the regex "
+             "in benchmarks/rag_qa.py finds. false_decline: declines among questions whose sources hold a gold answer.",
+             "model_citation_rate: answers that do not decline and carry a valid [n] the generator wrote itself. "
+             "citation_precision: the share of an answer's cited sources that hold a gold answer (mean over answers "
+             "with a citation); citation_recall: answers whose sources hold the answer and that cite such a source.",
+             "gold-removed: questions whose gold paragraph was deleted from the index; declined is the share that "
+             "decline, declined_by_cut the share the relevance cut declined before generation."]
+    return dict(suite="rag-qa", title=f"End-to-end RAG QA: {qa.name} ({len(sample)} questions)",
+                dataset=dict(set=qa.name, paragraphs=len(qa.corpus), questions=len(qids), sample=len(sample),
+                             gold_removed=len(held), removed=len(removed), seed=seed),
                 main_metric="f1", methods=methods, notes=notes,
                 config=dict(k=k, mode=mode, max_new_tokens=max_new_tokens, min_relevance=rag.min_relevance,
-                            embedder=rag.embedder.kind,
-                            embedder_fingerprint=rag.embedder.fingerprint, backbone=rag.backbone.name))
+                            embedder=rag.embedder.kind, embedder_fingerprint=rag.embedder.fingerprint,
+                            generator_adapter=rag.info()["generator_adapter"], backbone=rag.backbone.name))

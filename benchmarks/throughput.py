@@ -156,7 +156,7 @@ def matmul_attention_seconds(backbone, embedder, chunks: list[str], batch_size: 
 
 def _timed_encode(embedder, chunks: list[str], batch_size: int, merge: bool = True) -> float:
     """Seconds to encode; `merge=False`: a LoRA embedder runs peft's own unmerged forward instead."""
-    from embedders import adapters
+    from unified_rag import lora as adapters
 
     _sync(embedder.backbone.device)
     old, adapters.MERGE_AT_INFERENCE = adapters.MERGE_AT_INFERENCE, merge

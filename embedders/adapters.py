@@ -10,14 +10,11 @@ GEM attention need no patched model classes; generation, which never sees these 
 """
 from __future__ import annotations
 
-import sys
-import warnings
-from contextlib import contextmanager
-
 import torch
 from pydantic import Field
 
-from unified_rag.errors import ModelLoadError
+from unified_rag.lora import (DEFAULT_TARGETS, adapter_names, check_tensors, inject_lora, lora_parameters, lora_scope,
+                               switches_kept, tuner_layers)
 
 from .base import Embedder, EmbedderConfig
 
@@ -79,72 +76,12 @@ class LoraEmbedderConfig(EmbedderConfig):
     lora_r: int = 16  # 0 = full fine-tuning of the shared weights (saved with the adapter)
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                              "gate_proj", "up_proj", "down_proj"])
+    lora_targets: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
     init_seed: int = 0
 
 
-def _tuner_layers(model):
-    # No module can be a peft layer before peft is imported, so a lora_r = 0 embedder needs no peft.
-    tuners = sys.modules.get("peft.tuners.tuners_utils")
-    return [] if tuners is None else [m for m in model.modules() if isinstance(m, tuners.BaseTunerLayer)]
-
-
-def _adapter_names(layer) -> set[str]:
-    """The adapters a peft layer holds, read from its public `adapter_layer_names` (e.g. lora_A), each a
-    dict keyed by adapter name (peft's own helper for this is private)."""
-    return {name for attr in layer.adapter_layer_names
-            for name in (getattr(layer, attr, None) or {}).keys()}
-
-
-@contextmanager
-def _switches_kept(model):
-    """Every LoRA layer's switches (on/off, which adapters) and requires_grad flags as they were, after
-    whatever happens inside. peft's switches set requires_grad as a side effect, and a flag flipped
-    before backward would silently drop gradients."""
-    layers = _tuner_layers(model)
-    saved = [(m, list(m.active_adapters), m.disable_adapters) for m in layers]
-    grads = [(p, p.requires_grad) for m in layers for p in m.parameters()]
-    try:
-        yield
-    finally:
-        for m, active, disabled in saved:
-            m.set_adapter(active)
-            m.enable_adapters(not disabled)
-        for p, g in grads:
-            p.requires_grad_(g)
-
-
-# Inference with the adapter merged: peft runs W·x + B·(A·x) as three matmuls plus a full-width add per
-# layer, which cost the shipped embedder 27% of its encode time against the same forward without LoRA
-# (README, Throughput). W + s·B·A is formed per call in one addmm (one rounding), used for that call and
-# dropped: W is never written, so generation keeps its weights bit for bit, and at most one layer's
-# merged matrix exists at a time. Forming it reads and writes the whole matrix, which beats peft's
-# extra activations only when the input has at least as many tokens as the layer has input features.
-MERGE_AT_INFERENCE = True
-
-
-def _mergeable(layer, adapter: str) -> bool:
-    from peft.tuners.lora.layer import Linear
-
-    return (type(layer) is Linear and not layer.fan_in_fan_out and adapter not in layer.lora_variant
-            and not layer.lora_bias.get(adapter, False) and isinstance(layer.get_base_layer(), torch.nn.Linear))
-
-
-def _merged_forward(layer, adapter: str):
-    base, A, B = layer.get_base_layer(), layer.lora_A[adapter], layer.lora_B[adapter]
-    drop = layer.lora_dropout[adapter]
-
-    def forward(x, *args, **kwargs):
-        dropout_on = isinstance(drop, torch.nn.Dropout) and drop.training and drop.p > 0
-        switched_away = layer.disable_adapters or list(layer.active_adapters) != [adapter]  # by a nested scope
-        if (torch.is_grad_enabled() or dropout_on or switched_away
-                or x.numel() // x.shape[-1] < base.in_features):
-            return type(layer).forward(layer, x, *args, **kwargs)
-        W = base.weight
-        merged = torch.addmm(W, B.weight.to(W.dtype), A.weight.to(W.dtype), alpha=layer.scaling[adapter])
-        return torch.nn.functional.linear(x.to(W.dtype), merged, base.bias)
-    return forward
+# Kept for callers of the old private names; the code lives in the core (unified_rag.lora).
+_tuner_layers, _adapter_names, _switches_kept = tuner_layers, adapter_names, switches_kept
 
 
 class LoraEmbedder(Embedder):
@@ -162,30 +99,10 @@ class LoraEmbedder(Embedder):
     def __init__(self, backbone, config=None, **overrides):
         super().__init__(backbone, config, **overrides)
         self.adapter_name = self.kind.replace("-", "_")
-        if self.config.lora_r > 0:
-            from peft import LoraConfig, inject_adapter_in_model  # core: `auto` on SmolLM2 is a LoRA adapter
-
-            model = backbone.model
-            taken = {n for m in _tuner_layers(model) for n in _adapter_names(m)}
-            base, n = self.adapter_name, 1
-            while self.adapter_name in taken:  # two embedders of one kind on one backbone: distinct adapters
-                n += 1
-                self.adapter_name = f"{base}_{n}"
-            cfg = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
-                             lora_dropout=self.config.lora_dropout, target_modules=self.config.lora_targets)
-            grads = {id(p): p.requires_grad for p in model.parameters()}
-            existing = {id(m) for m in _tuner_layers(model)}
-            # LoRA A is drawn at random: seed it, so a run does not depend on what the process did before.
-            with warnings.catch_warnings(), torch.random.fork_rng(devices=[]), _switches_kept(model):
-                warnings.filterwarnings("ignore", message=".*multiple adapters.*")
-                torch.manual_seed(self.config.init_seed)
-                inject_adapter_in_model(cfg, model, adapter_name=self.adapter_name)
-            model.train(model.training)  # new LoRA dropout modules start in train mode; follow the model
-            for m in _tuner_layers(model):
-                if id(m) not in existing:
-                    m.enable_adapters(False)  # a newly wrapped layer starts off: generation keeps the base weights
-            for p in model.parameters():
-                p.requires_grad_(grads.get(id(p), False))  # new LoRA weights start frozen; trainers opt in
+        if self.config.lora_r > 0:  # peft is core: `auto` on SmolLM2 is a LoRA adapter
+            c = self.config
+            self.adapter_name = inject_lora(backbone.model, self.adapter_name, r=c.lora_r, alpha=c.lora_alpha,
+                                            dropout=c.lora_dropout, targets=c.lora_targets, seed=c.init_seed)
 
     @property
     def dim(self) -> int:
@@ -193,8 +110,7 @@ class LoraEmbedder(Embedder):
 
     def lora_parameters(self) -> dict[str, torch.nn.Parameter]:
         """The LoRA tensors of this adapter, under names free of the adapter name."""
-        tag = f".{self.adapter_name}."
-        return {n.replace(tag, "."): p for n, p in self.backbone.model.named_parameters() if tag in n}
+        return lora_parameters(self.backbone.model, self.adapter_name)
 
     def shared_parameters(self) -> dict[str, torch.nn.Parameter]:
         """What this method trains inside the shared model: its LoRA tensors, or every weight (lora_r=0)."""
@@ -202,30 +118,11 @@ class LoraEmbedder(Embedder):
             return self.lora_parameters()
         return dict(self.backbone.model.named_parameters())
 
-    @contextmanager
     def adapter_active(self):
         """This embedder's LoRA alone on for the duration (any adapter the caller had on is off, so the
         output never depends on the caller), and every switch restored after. lora_r = 0: all LoRA off.
-        Without autograd, large inputs run each LoRA layer as one merged matmul (`_merged_forward`)."""
-        model = self.backbone.model
-        patched = []
-        with _switches_kept(model):
-            try:
-                for m in _tuner_layers(model):
-                    mine = self.config.lora_r > 0 and self.adapter_name in _adapter_names(m)
-                    if mine:
-                        m.set_adapter(self.adapter_name)
-                        if MERGE_AT_INFERENCE and _mergeable(m, self.adapter_name):
-                            patched.append((m, m.__dict__.get("forward")))
-                            m.forward = _merged_forward(m, self.adapter_name)
-                    m.enable_adapters(mine)
-                yield
-            finally:
-                for m, previous in patched:  # each layer gets back the forward it had before
-                    if previous is None:
-                        del m.forward
-                    else:
-                        m.forward = previous
+        Without autograd, large inputs run each LoRA layer as one merged matmul (unified_rag.lora)."""
+        return lora_scope(self.backbone.model, self.adapter_name if self.config.lora_r > 0 else None)
 
     def adapter_state(self):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
@@ -236,9 +133,7 @@ class LoraEmbedder(Embedder):
         shared = {k[len("shared."):]: v for k, v in state.items() if k.startswith("shared.")}
         own = {k: v for k, v in state.items() if not k.startswith("shared.")}
         target = self.shared_parameters()
-        if set(shared) != set(target):
-            raise ModelLoadError(f"adapter tensors do not match: missing {sorted(set(target) - set(shared))[:3]}, "
-                                 f"unexpected {sorted(set(shared) - set(target))[:3]}")
+        check_tensors(shared, target, f"{self.kind} adapter")
         with torch.no_grad():
             for k, v in shared.items():  # written into the shared model in place: still one copy
                 target[k].copy_(v.to(target[k].device, target[k].dtype))

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from embedders import MeanPoolEmbedder, adapters
+from embedders import MeanPoolEmbedder
+from unified_rag import lora as adapters
 from embedders.birecon import BiReconEmbedder
 from embedders.gem import GEMEmbedder
 from embedders.llm2vec import LLM2VecEmbedder

@@ -84,7 +84,7 @@ def test_throughput_compare_hf_with_bound_on_a_tiny_model(tiny_backbone, tmp_pat
 
 def test_throughput_compare_hf_times_a_lora_embedder_merged_and_unmerged(tiny_backbone, tmp_path):
     from benchmarks import throughput
-    from embedders import adapters
+    from unified_rag import lora as adapters
 
     tiny_backbone.save_pretrained(tmp_path / "tiny")
     r = throughput.main(["--model", str(tmp_path / "tiny"), "--embedder", "llm2vec", "--batch-size", "2",

@@ -42,15 +42,21 @@ def _squad_dir(tmp_path):
 def test_suite_runs_end_to_end_on_the_tiny_model(tiny_backbone, tmp_path):
     rag = UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone, query_instruction=None))
     r = run_rag_qa(rag, _squad_dir(tmp_path), n_questions=4, n_unanswerable=6, k=2, max_new_tokens=4)
-    m = r["methods"]
-    assert set(m) >= {"closed-book", "rag", "oracle"} and m["rag"]["n"] == 4
-    for name in ("closed-book", "rag", "oracle"):
-        assert 0 <= m[name]["metrics"]["f1"] <= 1 and m[name]["metrics"]["latency_p50_s"] > 0
-    assert {"citation_rate", "citation_precision", "recall@k"} <= set(m["rag"]["metrics"])
-    assert "citation_rate" not in m["oracle"]["metrics"]
+    m = r["methods"]  # no answer adapter: the base model's rows only
+    assert set(m) == {"closed-book (base)", "rag (base)", "oracle (base)", "rag-extractive", "gold-removed (base)"}
+    assert m["rag (base)"]["n"] == 4 and r["config"]["mode"] == "hybrid"
+    for name in ("closed-book (base)", "rag (base)", "oracle (base)"):
+        assert m[name]["metrics"]["f1"] >= m[name]["metrics"]["exact_match"]  # each row's F1 is 1 where EM is
+        assert m[name]["metrics"]["latency_p50_s"] > 0
+    assert {"model_citation_rate", "citation_precision", "citation_recall", "recall@k"} <= set(m["rag (base)"]["metrics"])
+    assert "citation_precision" not in m["closed-book (base)"]["metrics"]
     ex = m["rag-extractive"]["metrics"]  # every quoted sentence carries its source number, none by the model
-    assert ex["citation_rate"] == 1.0 and ex["citation_rate_model"] == 0.0 and ex["recall@k"] == m["rag"]["metrics"]["recall@k"]
-    # Unanswerable questions count only where their gold paragraph was really removed from the index.
-    assert m["unanswerable"]["n"] >= 1 and rag.store.count()[0] == 8 - r["dataset"]["removed"]
+    assert ex["model_citation_rate"] == 0.0 and ex["recall@k"] == m["rag (base)"]["metrics"]["recall@k"]
+    # Gold-removed questions count only where their gold paragraph was really removed from the index.
+    assert m["gold-removed (base)"]["n"] >= 1 and rag.store.count()[0] == 8 - r["dataset"]["removed"]
     with pytest.raises(InputError, match="empty UnifiedRAG"):
         run_rag_qa(rag, tmp_path / "squad-rag", n_questions=1)
+    with pytest.raises(InputError, match="no answer adapter"):
+        run_rag_qa(UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone)), tmp_path / "squad-rag", adapter="on")
+    with pytest.raises(InputError, match="unknown settings"):
+        run_rag_qa(UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone)), tmp_path / "squad-rag", settings=["x"])

@@ -16,13 +16,15 @@ from typing import List, Optional
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Adapt the shared backbone: LLM2Vec-Gen, GEM, LLM2Vec, bidirectional reconstruction.")
+                  help="Adapt the shared backbone: LLM2Vec-Gen, GEM, LLM2Vec, bidirectional "
+                  "reconstruction (embedders), and the generator's answer adapter.")
 
 METHODS = {  # command -> (module, config class)
     "llm2vec-gen": ("trainers.llm2vec_gen", "LLM2VecGenTrainConfig"),
     "gem": ("trainers.gem", "GEMTrainConfig"),
     "llm2vec": ("trainers.llm2vec", "LLM2VecTrainConfig"),
     "birecon": ("trainers.birecon", "BiReconTrainConfig"),
+    "answer": ("trainers.answer", "AnswerTrainConfig"),
 }
 
 # The config classes' defaults, shown in --help without importing torch; they apply where neither the
@@ -30,7 +32,8 @@ METHODS = {  # command -> (module, config class)
 # tests/test_cli_hardening.py checks them against the classes.
 DEFAULTS = {m: dict(steps=1000, batch_size=16, grad_accum=1, lr=1e-4, seed=0, save_every=100) for m in METHODS}
 DEFAULTS["llm2vec-gen"].update(steps=3000, lr=5e-4, save_every=50)
-DATA_DEFAULTS = {"birecon": "runs/llm2vec-gen-smollm2/responses.jsonl"}
+DATA_DEFAULTS = {"birecon": "runs/llm2vec-gen-smollm2/responses.jsonl",
+                 "answer": "../shared/data/rc-train (SQuAD v1.1, NQ and SQuAD 2.0 train)"}
 
 # The main CLI's checks and one-line errors. Imported after `app` exists, because unified_rag.cli
 # imports this module while it is itself being imported.

@@ -68,7 +68,8 @@ class GenerationConfig(BaseModel):
     min_new_tokens: int = Field(0, ge=0)  # EOS is held back until this many (benchmarks force a length)
     temperature: float = 0.0  # 0 = greedy, reproducible
     top_p: float = 0.9
-    repetition_penalty: float = 1.1
+    # None: 1.1 for the base model, the answer adapter's own (1.0: it copies words from its sources) while one is on
+    repetition_penalty: float | None = None
     system_prompt: str = SYSTEM_PROMPT
     max_source_tokens: int = 384  # per source; keeps one long chunk from crowding out the rest
     no_answer_text: str = "I cannot answer that from the indexed documents: none of them is relevant enough."
@@ -80,13 +81,20 @@ class GenerationConfig(BaseModel):
     int8_weights: bool = False
 
 
+BASE_REPETITION_PENALTY = 1.1
+
+
 class Generator:
-    def __init__(self, backbone: Backbone, config: GenerationConfig | None = None):
+    def __init__(self, backbone: Backbone, config: GenerationConfig | None = None, adapter=None):
+        """`adapter`: an `AnswerAdapter` on this backbone, switched on around every generation call."""
         self.backbone = backbone
         self.config = config or GenerationConfig()
-        # Entered around every generate call: an embedder meant to generate too (GEM with
-        # generate_with_adapter) switches its adapter on for that call only. Default: the base weights.
-        self.weights: Callable[[], AbstractContextManager] = nullcontext
+        self.adapter = adapter
+        if adapter is not None and adapter.backbone is not backbone:
+            raise InputError("the answer adapter must be built on the generator's Backbone: one copy of the weights")
+        # Entered around every generate call: the answer adapter, or an embedder meant to generate too
+        # (GEM with generate_with_adapter), is on for that call only. Default: the base weights.
+        self.weights: Callable[[], AbstractContextManager] = adapter.active if adapter is not None else nullcontext
         self._system_kv: tuple[tuple, KVPrefix] | None = None  # ((system prompt, weights), its KV)
         self._int8 = None
         if self.config.int8_weights:
@@ -95,6 +103,18 @@ class Generator:
                                  f"model (this one is {backbone.model.config.model_type!r})")
             check_int8_matmul(backbone.device, backbone.dtype)
             self._int8 = Int8Weights()
+
+    @property
+    def repetition_penalty(self) -> float:
+        if self.config.repetition_penalty is not None:
+            return self.config.repetition_penalty
+        if self.adapter is not None and self.weights == self.adapter.active:
+            return self.adapter.config.repetition_penalty
+        return BASE_REPETITION_PENALTY
+
+    def declined(self, text: str) -> bool:
+        """Whether the answer adapter (when on) wrote its decline sentence instead of an answer."""
+        return self.adapter is not None and self.weights == self.adapter.active and self.adapter.declined(text)
 
     def _lean(self) -> LeanDecoder | None:
         """The decode loop for one prompt, or None where `generate` runs it."""
@@ -108,7 +128,7 @@ class Generator:
         top_k = getattr(self.backbone.model.generation_config, "top_k", None) or 0  # as generate samples
         return lean.tokens(ids, c.max_new_tokens if max_new_tokens is None else max_new_tokens,
                            eos=self.backbone.tokenizer.eos_token_id, min_new_tokens=c.min_new_tokens,
-                           repetition_penalty=c.repetition_penalty,
+                           repetition_penalty=self.repetition_penalty,
                            temperature=c.temperature, top_p=c.top_p, top_k=top_k,
                            prefix=(prefix.ids, prefix.cache) if _continues(ids, prefix) else None)
 
@@ -183,7 +203,7 @@ class Generator:
         kw = dict(input_ids=torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts], device=dev),
                   attention_mask=torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev),
                   max_new_tokens=c.max_new_tokens if max_new_tokens is None else max_new_tokens, do_sample=sample,
-                  repetition_penalty=c.repetition_penalty, pad_token_id=tok.pad_token_id,
+                  repetition_penalty=self.repetition_penalty, pad_token_id=tok.pad_token_id,
                   eos_token_id=tok.eos_token_id, use_cache=True)
         if c.min_new_tokens:
             kw["min_new_tokens"] = c.min_new_tokens

@@ -34,6 +34,11 @@ def markers(text: str) -> list[int]:
     return [int(n) for group in _MARKER.findall(text) for n in re.findall(r"\d+", group)]
 
 
+def strip_markers(text: str) -> str:
+    """The text without its [n] markers."""
+    return _MARKER.sub("", text).strip()
+
+
 def _strip_invalid(sentence: str, n_sources: int) -> str:
     """Drop markers that point at no source ([7] with 3 sources); keep the valid numbers of each marker."""
     def fix(m: re.Match) -> str:
@@ -50,17 +55,20 @@ def _insert(sentence: str, n: int) -> str:
     return f"{body[:end]} [{n}]{body[end:]}{sentence[len(body):]}"
 
 
-def ground(text: str, n_sources: int, source_vectors: np.ndarray, embed_sentences) -> tuple[str, list[Citation]]:
+def ground(text: str, n_sources: int, source_vectors: np.ndarray, embed_sentences,
+           attribute: bool = True) -> tuple[str, list[Citation]]:
     """The answer with a valid citation on every sentence, and where each came from.
 
     `source_vectors` [n_sources, d] are the sources' unit embeddings; `embed_sentences(list) -> [m, d]`
-    embeds answer sentences the same way a query is embedded (a sentence asks for its support)."""
+    embeds answer sentences the same way a query is embedded (a sentence asks for its support).
+    `attribute=False`: invalid markers are still dropped, but a bare sentence stays bare (a generator
+    tuned to cite is trusted with its own citations)."""
     spans = sentence_spans(text)
     sentences = [_strip_invalid(text[a:b], n_sources) for a, b in spans]
     citations = [Citation(sentence=i, source=n, origin="model")
                  for i, s in enumerate(sentences) for n in dict.fromkeys(markers(s))]
     bare = [i for i, s in enumerate(sentences) if not markers(s)]
-    if bare and n_sources:
+    if bare and n_sources and attribute:
         best = (embed_sentences([_MARKER.sub("", sentences[i]).strip() for i in bare]) @ source_vectors.T).argmax(1)
         for i, b in zip(bare, best):
             sentences[i] = _insert(sentences[i], int(b) + 1)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from embedders import Embedder, load_embedder
 
+from .answer_adapter import AnswerAdapter, load_answer_adapter
 from .backbone import Backbone
 from .chunking import ChunkConfig, chunk_text
 from .errors import (EmbedderMismatchError, EmptyCorpusError, IndexLoadError, IndexLockedError, InputError,
@@ -221,14 +222,16 @@ class AnswerStream:
 
 class UnifiedRAG:
     def __init__(self, backbone: Backbone, embedder: Embedder, *, index: IndexConfig | dict | None = None,
-                 chunking: ChunkConfig | dict | None = None, generation: GenerationConfig | dict | None = None):
+                 chunking: ChunkConfig | dict | None = None, generation: GenerationConfig | dict | None = None,
+                 generator_adapter: AnswerAdapter | str | os.PathLike | None = None):
         if embedder.backbone is not backbone:
             raise InputError("the embedder must be built on this same Backbone: one copy of the weights")
         self.backbone, self.embedder = backbone, embedder
         self.index_config = _config(IndexConfig, index, "index")
         self.chunk_config = _config(ChunkConfig, chunking, "chunking")
-        self.generator = Generator(backbone, _config(GenerationConfig, generation, "generation"))
-        if hasattr(embedder, "generation"):  # GEM: one adapter for both, when its config says so
+        self.generator = Generator(backbone, _config(GenerationConfig, generation, "generation"),
+                                   adapter=load_answer_adapter(generator_adapter, backbone))
+        if generator_adapter is None and hasattr(embedder, "generation"):  # GEM: one adapter for both, when its config says so
             self.generator.weights = embedder.generation
         self.index = open_index(embedder.dim, self.index_config)
         self.store = DocStore()
@@ -241,16 +244,22 @@ class UnifiedRAG:
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | Backbone | None = None, *, embedder="auto",
-                        device="auto", dtype="auto", trust_remote_code: bool = False, **kw) -> UnifiedRAG:
+                        generator_adapter="auto", device="auto", dtype="auto", trust_remote_code: bool = False,
+                        **kw) -> UnifiedRAG:
         """`model`: None (offline SmolLM2 default), an HF id or dir, a .gguf, or a loaded Backbone.
-        `embedder`: "auto", a kind ("mean", "last", "llm2vec-gen"), an adapter dir, or an Embedder."""
+        `embedder`: "auto", a kind ("mean", "last", "llm2vec-gen"), an adapter dir, or an Embedder.
+        `generator_adapter`: the generator's answer adapter: "auto" (the one shipped for this backbone,
+        if any), a dir, an AnswerAdapter, or None for the base model."""
         if isinstance(model, Backbone):
             backbone = model
         elif isinstance(embedder, Embedder) and model is None:
             backbone = embedder.backbone  # reuse the weights the embedder already holds
         else:
             backbone = Backbone.from_pretrained(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        return cls(backbone, load_embedder(embedder, backbone), **kw)
+        emb = load_embedder(embedder, backbone)
+        if str(generator_adapter) == "auto" and getattr(emb.config, "generate_with_adapter", False):
+            generator_adapter = None  # GEM generating with its own adapter: one adapter for both
+        return cls(backbone, emb, generator_adapter=generator_adapter, **kw)
 
     # --- indexing ---------------------------------------------------------------------------
     @staticmethod
@@ -496,8 +505,12 @@ class UnifiedRAG:
         return Answer(text=self.generator.config.no_answer_text, sources=[], answerable=False, mode=mode)
 
     def _grounded(self, text: str, used: list[Hit], vectors: np.ndarray) -> Answer:
-        """`vectors` are the relevant hits' in rank order; `used`, what the prompt fit, is a prefix of them."""
-        text, citations = ground(text, len(used), vectors[:len(used)], self._embed_sentences)
+        """`vectors` are the relevant hits' in rank order; `used`, what the prompt fit, is a prefix of them.
+        The answer adapter writes its own markers and declines by itself: its citations are only its own."""
+        if self.generator.declined(text):
+            return Answer(text=text, sources=used, answerable=False)
+        tuned = self.generator.adapter is not None and self.generator.weights == self.generator.adapter.active
+        text, citations = ground(text, len(used), vectors[:len(used)], self._embed_sentences, attribute=not tuned)
         return Answer(text=text, sources=used, cited=cited_numbers(text, len(used)), citations=citations)
 
     def answer(self, query: str, k: int = 5, max_new_tokens: int = 256, mode: AnswerMode = "generative", *,
@@ -548,7 +561,8 @@ class UnifiedRAG:
         return dict(backbone=self.backbone.name, embedder=self.embedder.kind, dim=self.embedder.dim,
                     adapter_hash=self.embedder.fingerprint, documents=n_docs, chunks=n_chunks,
                     index=self.index_config.kind, device=str(self.backbone.device),
-                    dtype=str(self.backbone.dtype).removeprefix("torch."))
+                    dtype=str(self.backbone.dtype).removeprefix("torch."),
+                    generator_adapter=None if self.generator.adapter is None else self.generator.adapter.fingerprint)
 
     def save(self, path: str | os.PathLike, *, lock_timeout: float | None = 60.0) -> Path:
         """Write a new version folder beside the old one, then swap the manifest atomically: a save
@@ -649,7 +663,7 @@ class UnifiedRAG:
     @classmethod
     def load(cls, path: str | os.PathLike, *, model: Backbone | str | None = None, embedder=None,
              device="auto", dtype="auto", generation: GenerationConfig | dict | None = None,
-             verify: bool = False) -> UnifiedRAG:
+             generator_adapter="auto", verify: bool = False) -> UnifiedRAG:
         """Load a saved index. By default the backbone and embedder recorded in it are rebuilt; pass
         your own to share weights already in memory, and a mismatch is refused, naming both sides.
         Every file is checked for presence and size; `verify=True` also checks every SHA-256 (at
@@ -669,7 +683,7 @@ class UnifiedRAG:
                         backbone = model
                     else:
                         backbone = Backbone.from_pretrained(model or m.backbone, device=device, dtype=dtype)
-                return cls._load_version(path, m, version, backbone, embedder, generation)
+                return cls._load_version(path, m, version, backbone, embedder, generation, generator_adapter)
             except EmbedderMismatchError:
                 raise
             except (IndexLoadError, ModelLoadError):
@@ -684,7 +698,7 @@ class UnifiedRAG:
 
     @classmethod
     def _load_version(cls, path: Path, m: Manifest, version: str, backbone: Backbone, embedder,
-                      generation: GenerationConfig | dict | None) -> UnifiedRAG:
+                      generation: GenerationConfig | dict | None, generator_adapter="auto") -> UnifiedRAG:
         if backbone.fingerprint != m.backbone_fingerprint:
             raise EmbedderMismatchError(
                 f"{path} was built with backbone {m.backbone} ({m.backbone_fingerprint}); "
@@ -698,7 +712,10 @@ class UnifiedRAG:
             raise EmbedderMismatchError(
                 f"{path} was built with embedder {m.embedder_kind} (dim {m.embedder_dim}, adapter {m.adapter_hash}); "
                 f"the one offered is {emb.kind} (dim {emb.dim}, adapter {emb.fingerprint})")
-        rag = cls(backbone, emb, index=m.index, chunking=m.chunking, generation=generation)
+        if str(generator_adapter) == "auto" and getattr(emb.config, "generate_with_adapter", False):
+            generator_adapter = None
+        rag = cls(backbone, emb, index=m.index, chunking=m.chunking, generation=generation,
+                  generator_adapter=generator_adapter)
         rag.index = load_index(path / version, m.embedder_dim, m.index)
         rag.store = DocStore.load_from(path / version / "store.sqlite")
         n_docs, n_chunks = rag.store.count()

@@ -80,7 +80,7 @@ class Answer(BaseModel):
     sources: list[Hit]  # sources[i] is cited as [i + 1]
     cited: list[int] = Field(default_factory=list)  # the numbers the text actually cites
     citations: list[Citation] = Field(default_factory=list)
-    answerable: bool = True  # False: no source passed the relevance cut, and `text` says it cannot answer
+    answerable: bool = True  # False: no source passed the relevance cut, or the answer adapter declined; `text` says so
     mode: Literal["generative", "extractive"] = "generative"
 
     def __str__(self) -> str:

@@ -1,0 +1,227 @@
+"""Answer trainer: RAG instruction tuning of the generator's own LoRA adapter (unified_rag.answer_adapter).
+
+Each example is a question and k numbered sources (k drawn from [min_sources, max_sources]) laid out by
+`Generator.rag_prompt`, the exact prompt `answer()` builds. The gold paragraph sits at a random
+position; the other sources hold none of the gold answers: same-article paragraphs (hard distractors)
+and the question's BM25 neighbours in the training pool, through the library's own sparse index. The
+target is the data set's short answer and its marker, `Saint Bernadette Soubirous [2].`, then EOS.
+A share of questions (`decline_share`, and every SQuAD 2.0 unanswerable one, whose own paragraph lacks
+the answer) keeps no gold source, and its target is the adapter's decline sentence. The loss is on
+target tokens only; no text comes from a model. Held-out: whole articles, chosen by a hash of the
+title (`is_heldout`), never trained on; `val_examples` of them are scored at every checkpoint, and
+`bench rag-qa --set rc-heldout` answers them.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from unified_rag.answer_adapter import DECLINE_TEXT, AnswerAdapter
+from unified_rag.errors import InputError
+from unified_rag.generator import Generator
+from unified_rag.sparse import SparseIndex
+from unified_rag.types import Hit
+
+from .config import LoraTrainConfig
+from .losses import token_ce
+from .method import Method
+from .run import run_method
+
+RC_FILES = ("squad11-train.jsonl.gz", "qed-nq-train.jsonl.gz", "squad2-train-first10articles.jsonl.gz")
+
+
+class AnswerTrainConfig(LoraTrainConfig):
+    min_sources: int = Field(1, ge=1)
+    max_sources: int = Field(5, ge=1)
+    decline_share: float = Field(0.2, ge=0, lt=1)  # answerable questions whose gold source is taken away
+    bm25_depth: int = 20  # BM25 neighbours considered as distractors
+    max_new_tokens: int = 32  # the answer budget the prompt leaves room for, as answer() is called
+    max_length: int = 1024  # prompt + target tokens; longer examples are dropped
+    heldout_every: int = 50  # one article in this many is held out (by title hash)
+    decline_text: str = DECLINE_TEXT
+    # LoRA on these decoder layers only (None: all). The top half of SmolLM2's 30 trains 1.6x faster
+    # than all 30 on the 2-core CPU, since backpropagation stops at the lowest adapted layer.
+    lora_layers: list[int] | None = None
+
+
+def is_heldout(title: str, every: int = 50) -> bool:
+    """Whether an article is in the held-out slice: a stable hash of its title, so every run agrees."""
+    return int(hashlib.sha256(title.encode("utf-8")).hexdigest()[:8], 16) % every == 0
+
+
+def normalize(s: str) -> str:
+    from benchmarks.rag_qa import normalize_answer  # SQuAD's normalisation: one copy, the benchmark's
+
+    return normalize_answer(s)
+
+
+def default_data() -> list[Path]:
+    from benchmarks.data import DATA
+
+    return [DATA / "rc-train" / f for f in RC_FILES]
+
+
+def read_rc(paths) -> list[dict]:
+    """Reading-comprehension rows (question, context, answers, title, is_impossible). SQuAD 2.0 rows that
+    repeat a SQuAD v1.1 question are dropped: only its unanswerable ones are new."""
+    from benchmarks.data import read_jsonl
+
+    rows, seen = [], set()
+    for p in paths:
+        for r in read_jsonl(p):
+            key = (r["context"], r["question"])
+            if key in seen or not r.get("question", "").strip() or not r.get("context", "").strip():
+                continue
+            if not r.get("is_impossible") and not any(a.strip() for a in r.get("answers", [])):
+                continue
+            seen.add(key)
+            rows.append(r)
+    if not rows:
+        raise InputError(f"no reading-comprehension rows in {[str(p) for p in paths]}")
+    return rows
+
+
+class Pool:
+    """Every distinct paragraph of the rows, by article, with BM25 over all of them."""
+
+    def __init__(self, rows: list[dict]):
+        self.texts, self.title, ids = [], [], {}
+        self.by_article: dict[str, list[int]] = {}
+        for r in rows:
+            if r["context"] not in ids:
+                ids[r["context"]] = len(self.texts)
+                self.texts.append(r["context"])
+                self.title.append(r["title"])
+                self.by_article.setdefault(r["title"], []).append(ids[r["context"]])
+        self.id_of = ids
+        self.bm25 = SparseIndex()
+        self.bm25.build(list(range(len(self.texts))), self.texts)
+        self.norm = [None] * len(self.texts)  # normalised texts, filled on demand
+
+    def holds(self, i: int, golds: list[str]) -> bool:
+        if self.norm[i] is None:
+            self.norm[i] = normalize(self.texts[i])
+        return any(g and g in self.norm[i] for g in map(normalize, golds))
+
+
+def make_example(r: dict, pool: Pool, gen: Generator, cfg: AnswerTrainConfig, rng: random.Random) -> dict:
+    """One training example: prompt ids, target ids, and what it holds."""
+    golds = [a for a in r.get("answers", []) if a.strip()]
+    gold = pool.id_of[r["context"]]
+    impossible = bool(r.get("is_impossible"))
+    answerable = not impossible and rng.random() >= cfg.decline_share
+    k = rng.randint(cfg.min_sources, cfg.max_sources)
+    side = is_heldout(r["title"], cfg.heldout_every)
+
+    def usable(i: int) -> bool:  # an answer-free paragraph from the same side of the split
+        return i != gold and is_heldout(pool.title[i], cfg.heldout_every) == side and not pool.holds(i, golds)
+
+    same = [i for i in pool.by_article[r["title"]] if usable(i)]
+    near = [int(i) for i in pool.bm25.search(r["question"], cfg.bm25_depth)[0] if usable(int(i))]
+    rng.shuffle(same)
+    picked: list[int] = [gold] if impossible else []  # an unanswerable question's own paragraph lacks the answer
+    for pair in zip(same + [-1] * len(near), near + [-1] * len(same)):  # alternate hard and BM25
+        for i in pair:
+            if i >= 0 and i not in picked and len(picked) < k - answerable:
+                picked.append(i)
+    rng.shuffle(picked)
+    if answerable:
+        picked.insert(rng.randint(0, len(picked)), gold)
+    tok = gen.backbone.tokenizer
+    while True:
+        hits = [Hit(rank=n + 1, score=0.0, text=pool.texts[i], doc_id=str(i), chunk_id=-1) for n, i in enumerate(picked)]
+        ids, used = gen.rag_prompt(r["question"], hits, cfg.max_new_tokens)
+        at = [n + 1 for n, h in enumerate(used) if answerable and int(h.doc_id) == gold]
+        target = f"{golds[0].strip().rstrip('.')} [{at[0]}]." if at else cfg.decline_text
+        target_ids = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        if len(ids) + len(target_ids) <= cfg.max_length or len(picked) <= 1:
+            return dict(prompt=ids, target=target_ids, answerable=bool(at), k=len(used))
+        drop = next(j for j, i in enumerate(picked) if i != gold)  # too long: one distractor fewer
+        picked.pop(drop)
+
+
+def example_rng(r: dict, seed: int) -> random.Random:
+    """The same row always makes the same example (sources, position, decline), so a resume replays it."""
+    return random.Random(f"{seed}-{r['id']}")
+
+
+class AnswerMethod(Method):
+    name = "answer"
+
+    def __init__(self, backbone, cfg: AnswerTrainConfig, pool: Pool):
+        super().__init__(AnswerAdapter(backbone, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                       lora_dropout=cfg.lora_dropout, decline_text=cfg.decline_text,
+                                       lora_layers=cfg.lora_layers, init_seed=cfg.seed))
+        self.cfg, self.pool = cfg, pool
+        self.gen = Generator(backbone)  # only its prompt layout: the exact one answer() builds
+
+    def example(self, r: dict) -> dict:
+        return make_example(r, self.pool, self.gen, self.cfg, example_rng(r, self.cfg.seed))
+
+    def target_logits(self, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+        """Logits at the positions that predict target tokens only (the LM head over the whole prompt
+        would be a fifth of the compute for nothing), and their labels."""
+        examples = [self.example(r) for r in rows]
+        pad = self.backbone.tokenizer.pad_token_id
+        seqs = [x["prompt"] + x["target"] for x in examples]
+        width = max(map(len, seqs))
+        dev = self.backbone.device
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=dev)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=dev)
+        rows_i, cols = [], []
+        for b, x in enumerate(examples):
+            p = len(x["prompt"])
+            rows_i += [b] * len(x["target"])
+            cols += range(p - 1, p - 1 + len(x["target"]))  # position t predicts token t + 1
+        rows_t, cols_t = torch.tensor(rows_i, device=dev), torch.tensor(cols, device=dev)
+        with self.emb.active():
+            states = self.backbone.hidden_states(input_ids=ids, attention_mask=mask)
+        logits = self.model.get_output_embeddings()(states[rows_t, cols_t])
+        return logits, ids[rows_t, cols_t + 1], examples
+
+    def forward(self, rows, gen, step):
+        logits, labels, examples = self.target_logits(rows)
+        return token_ce(logits[None], labels[None]), {"tokens": sum(len(x["prompt"]) for x in examples) / len(examples)}
+
+    def validate(self, rows):
+        """Target NLL per token, and how often the first target token is the greedy pick: the answer-or-
+        decline decision, and the answer's first word."""
+        nll, n, first_ok = 0.0, 0, 0
+        for i in range(0, len(rows), self.cfg.batch_size):
+            logits, labels, examples = self.target_logits(rows[i:i + self.cfg.batch_size])
+            nll += torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
+            n += len(labels)
+            starts = torch.tensor([0] + [len(x["target"]) for x in examples]).cumsum(0)[:-1]
+            first_ok += int((logits[starts].argmax(-1) == labels[starts]).sum())
+        return {"nll": nll / max(n, 1), "first_token_acc": first_ok / len(rows)}
+
+    def save_output(self, out: Path) -> None:
+        self.emb.save_pretrained(out, dtype=torch.bfloat16)  # the shipped form: half the bytes
+
+
+def split_rows(cfg: AnswerTrainConfig) -> tuple[list[dict], list[dict], list[dict]]:
+    """(every row, the training rows, the held-out rows) of cfg.data."""
+    rows = read_rc(cfg.data or default_data())
+    train = [r for r in rows if not is_heldout(r["title"], cfg.heldout_every)]
+    return rows, train, [r for r in rows if is_heldout(r["title"], cfg.heldout_every)]
+
+
+def run(cfg: AnswerTrainConfig, out: str | os.PathLike) -> Path:
+    from .data import subsample
+
+    if cfg.min_sources > cfg.max_sources:
+        raise InputError(f"min_sources={cfg.min_sources} is above max_sources={cfg.max_sources}")
+    rows, train_rows, held = split_rows(cfg)
+    # Every unanswerable question is kept (they are few, and the only real ones), beside max_examples answerable.
+    impossible = [r for r in train_rows if r.get("is_impossible")]
+    answerable = subsample([r for r in train_rows if not r.get("is_impossible")], cfg.max_examples, cfg.seed)
+    chosen = subsample(impossible + answerable, None, cfg.seed)
+    # The loop holds out the last val_examples rows: here they are whole held-out articles' questions.
+    val = subsample(held, cfg.val_examples, cfg.seed + 1) if cfg.val_examples else []
+    pool = Pool(rows)
+    return run_method(cfg, out, "answer", chosen + val, lambda b: AnswerMethod(b, cfg, pool))
