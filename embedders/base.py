@@ -224,6 +224,10 @@ class Embedder(torch.nn.Module):
         if (path / WEIGHTS_NAME).is_file():
             try:
                 state = load_file(path / WEIGHTS_NAME)
+                for k, v in state.items():  # NaN statistics or weights would embed everything as NaN, silently
+                    if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                        raise ModelLoadError(f"{path / WEIGHTS_NAME}: tensor {k!r} holds NaN or infinite values; "
+                                             "the adapter file is corrupt")
                 emb.load_adapter_state(state)
             except (RuntimeError, OSError, ValueError, SafetensorError) as e:  # garbage bytes: SafetensorError
                 raise ModelLoadError(f"{path / WEIGHTS_NAME} does not fit this embedder/backbone: {e}") from None

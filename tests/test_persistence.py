@@ -327,3 +327,117 @@ def test_vector_index_ids_for_every_kind(kind, tmp_path):
 def test_check_save_target_refuses_invalid_names(tmp_path, name):
     with pytest.raises(InputError, match="not a valid file name|NUL byte"):
         check_save_target(tmp_path / name)
+
+
+# --- no lost updates -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["sequential", "overlapping"])
+def test_two_writer_processes_lose_no_update(worker, tmp_path, tiny_backbone, mode):
+    """Two real processes load one index, add 3 docs each and save (the second loaded before the first
+    saved). Every doc a save() reported as saved is in the final index; the only other outcome allowed
+    is the typed IndexChangedError. 20 trials."""
+    base = set(worker.hello["A"]["docs"])
+    for trial in range(20):
+        path = tmp_path / f"idx{trial}"
+        worker.send(f"init {path}")
+        assert worker.read() == {"ok": True}
+        worker.send(f"writers {path} {mode}")
+        out = worker.read(timeout=240)
+        assert out["codes"] == [0, 0], out
+        final = set(state(UnifiedRAG.load(path, model=tiny_backbone))["docs"])
+        for r in out["results"]:
+            assert "saved" in r or r == {"error": "IndexChangedError"}, r
+            if "saved" in r:
+                assert set(r["saved"]) <= final, (trial, r, final)
+        assert base <= final and len(versions(path)) == 1 and leftovers(path) == []
+
+
+def test_merge_replays_adds_and_deletes_onto_the_newer_version(rag, tmp_path, tiny_backbone):
+    from unified_rag import MeanPoolEmbedder
+
+    path = tmp_path / "idx"
+    rag.save(path)
+    emb = rag.embedder
+    one, two = (UnifiedRAG.load(path, model=tiny_backbone, embedder=emb) for _ in range(2))
+    one.add_texts(["Whales sing long songs under the sea."])
+    one.delete("d1")
+    one.save(path)
+    two.delete("d2")
+    two.add_documents([{"id": "d3", "text": "Copper conducts electricity and heat very well."}])  # a replacement
+    two.save(path)  # loaded before one's save: merged onto it
+    docs = state(UnifiedRAG.load(path, model=tiny_backbone))["docs"]
+    assert "d1" not in docs and "d2" not in docs and "d3" in docs and len(docs) == 6 - 2 + 1
+    assert state(two) == state(UnifiedRAG.load(path, model=tiny_backbone))  # two now holds the merged state
+    hits = two.retrieve("Copper conducts electricity and heat very well.", k=1, mode="dense")
+    assert hits[0].doc_id == "d3" and "Copper" in hits[0].text
+    # A fresh object saving into an existing index adds to it; overwrite=True replaces it.
+    fresh = UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone, query_instruction=None))
+    fresh.add_texts(["Mount Fuji is the highest mountain in Japan."])
+    fresh.save(path)
+    assert len(state(UnifiedRAG.load(path, model=tiny_backbone))["docs"]) == 6 and len(fresh) == 6
+    alone = UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone, query_instruction=None))
+    alone.add_texts(["Mount Fuji is the highest mountain in Japan."])
+    alone.save(path, overwrite=True)
+    assert len(state(UnifiedRAG.load(path, model=tiny_backbone))["docs"]) == 1
+    assert UnifiedRAG.read_manifest(path).generation == 5
+
+
+def test_changes_that_cannot_be_merged_raise_index_changed(rag, tmp_path, tiny_backbone):
+    from unified_rag import IndexChangedError, MeanPoolEmbedder
+
+    path = tmp_path / "idx"
+    rag.save(path)
+    other = UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone, query_instruction="another instruction"))
+    other.add_texts(["Saturn has rings of ice."])
+    with pytest.raises(IndexChangedError, match="overwrite=True"):
+        other.save(path)
+    assert state(UnifiedRAG.load(path, model=tiny_backbone)) == state(rag)  # nothing lost, nothing written
+
+
+# --- typed errors for corrupt and bad inputs -------------------------------------------------------------
+def test_a_corrupt_store_page_is_a_typed_error(rag, tmp_path, tiny_backbone):
+    import hashlib
+
+    rag.add_texts([f"Filler document number {i} about rivers and lakes." for i in range(200)])
+    path = tmp_path / "idx"
+    rag.save(path)
+    m = json.loads((path / MANIFEST).read_text())
+    rel = next(k for k in m["files"] if k.endswith("store.sqlite"))
+    db = path / rel
+    raw = bytearray(db.read_bytes())
+    assert len(raw) >= 4 * 4096
+    raw[2 * 4096:3 * 4096] = bytes(4096)  # zero one page, then re-hash so that load() accepts the file
+    db.write_bytes(bytes(raw))
+    m["files"][rel] = hashlib.sha256(bytes(raw)).hexdigest()
+    (path / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(IndexLoadError, match="store.sqlite is corrupt.*unified-rag verify"):  # at load, or a query
+        loaded = UnifiedRAG.load(path, model=tiny_backbone)
+        for q in ("rivers", "lakes", "mitochondria"):
+            loaded.retrieve(q, k=50, mode="sparse")
+        loaded.store.chunk_texts()
+        loaded.store.count()
+    with pytest.raises(IndexLoadError, match="store.sqlite is corrupt"):
+        UnifiedRAG.verify(path)
+
+
+def test_an_adapter_with_nan_statistics_is_refused(tiny_backbone, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from unified_rag import Embedder, MeanPoolEmbedder, ModelLoadError
+
+    emb = MeanPoolEmbedder(tiny_backbone)
+    emb.fit_standardization(CORPUS)
+    emb.save_pretrained(tmp_path / "e")
+    state_ = load_file(tmp_path / "e" / "adapter.safetensors")
+    name = sorted(state_)[0]
+    state_[name][0] = float("nan")
+    save_file(state_, tmp_path / "e" / "adapter.safetensors")
+    with pytest.raises(ModelLoadError, match=f"{name}.*NaN"):
+        Embedder.from_pretrained(tmp_path / "e", backbone=tiny_backbone)
+
+
+def test_a_huge_question_keeps_the_top_source(rag):
+    question = "What is the capital of France? " + "Please answer carefully. " * 40_000  # about 1 MB
+    assert len(question) > 900_000
+    with pytest.warns(UserWarning, match="question"):
+        ids, used = rag.generator.rag_prompt(question, rag.retrieve("capital of France", k=3, mode="sparse"), 16)
+    assert used and len(ids) <= rag.backbone.max_length - 16

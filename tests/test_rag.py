@@ -92,7 +92,7 @@ def test_save_load_round_trip(rag, tmp_path, tiny_backbone):
 def test_save_killed_midway_leaves_previous_index(rag, tmp_path, tiny_backbone, monkeypatch):
     rag.save(tmp_path / "idx")
     rag.add_documents(["A brand new document about glaciers."])
-    import unified_rag.rag as mod
+    import unified_rag.persist as mod  # where save() writes the manifest
 
     def boom(*a, **k):
         raise KeyboardInterrupt  # the process dies just before the commit point

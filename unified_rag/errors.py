@@ -25,6 +25,11 @@ class EmbedderMismatchError(IndexLoadError):
     """A saved index was built by another backbone or embedder than the one offered."""
 
 
+class IndexChangedError(UnifiedRAGError):
+    """Another writer saved the index dir since this object read it, and this object's changes cannot be
+    merged onto that version (it was built by another embedder or backbone)."""
+
+
 class IndexLockedError(UnifiedRAGError):
     """Another process is saving to the same index dir and did not finish within the lock timeout."""
 

@@ -2,21 +2,15 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
-import shutil
 import threading
-import uuid
 import warnings
 from contextlib import nullcontext
-from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
-from filelock import FileLock, Timeout
 from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
@@ -25,12 +19,13 @@ from embedders import Embedder, load_embedder
 from .answer_adapter import AnswerAdapter, load_answer_adapter
 from .backbone import Backbone
 from .chunking import ChunkConfig, chunk_text
-from .errors import (EmbedderMismatchError, EmptyCorpusError, IndexLoadError, IndexLockedError, InputError,
-                     ModelLoadError)
+from .errors import EmbedderMismatchError, EmptyCorpusError, IndexChangedError, IndexLoadError, InputError, ModelLoadError
 from .generator import GenerationConfig, Generator, KVPrefix, cited_numbers
 from .grounding import extract, ground
-from .index import IndexConfig, index_file, load_index, open_index, save_index
-from .io import _fsync_dir, atomic_write_json, check_save_target, sha256_file
+from .index import IndexConfig, load_index, open_index
+from .io import check_save_target
+from .persist import (LOCK, MANIFEST, OWNED, Manifest, current_generation, library_version, manifest_version,  # noqa: F401
+                      read_manifest, verify, write_version, writer_lock)
 from .readers import read_documents
 from .sparse import HYBRID_DENSE_WEIGHT, SparseIndex, hybrid_fusion
 from .store import DocStore
@@ -38,7 +33,6 @@ from .types import Answer, Document, Hit, check_positive_int, check_texts
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 RetrievalMode = Literal["dense", "sparse", "hybrid"]
 RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
 # Hybrid measured best on both retrieval suites it was run on, for the shipped `auto` on SmolLM2
@@ -48,135 +42,7 @@ DEFAULT_RETRIEVAL: RetrievalMode = "hybrid"
 AnswerMode = Literal["generative", "extractive"]
 ANSWER_MODES = ("generative", "extractive")
 _UNSET: Any = object()
-FORMAT_VERSION = 1
-LOCK = ".unified-rag.lock"  # writers (save) hold it; readers (load) never touch it
-OWNED = ".unified-rag-owned"  # written first into every folder save() makes; cleanup deletes only those
-_OWNED_TEXT = "unified-rag: made by save(); removed once manifest.json no longer names this folder\n"
-_VERSION_RE = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{6}(?:[0-9a-f]{6})?")  # 6 hex: names of unified-rag <= 0.2
-_TMP_RE = re.compile(r"\.tmp-urag-[0-9a-f]{32}")
-_MANIFEST_TMP_RE = re.compile(re.escape(MANIFEST) + r"\.[a-z0-9_]{8}\.tmp")  # atomic_write_bytes' mkstemp
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _LOAD_TRIES = 4
-
-
-def library_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("unified-rag")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
-class Manifest(BaseModel):
-    """The commit point of a saved index: written last, atomically, naming every file and its hash."""
-
-    format_version: int
-    library_version: str
-    backbone: str
-    backbone_fingerprint: str
-    backbone_dtype: str | None = None
-    embedder_kind: str
-    embedder_dim: int
-    adapter_hash: str
-    index: IndexConfig
-    chunking: ChunkConfig
-    n_documents: int
-    n_chunks: int
-    files: dict[str, str]  # relative path -> sha256
-    sizes: dict[str, int] = {}  # relative path -> bytes (absent in indexes saved before 0.2.1)
-    created_at: str
-
-
-def manifest_version(path: Path, m: Manifest) -> str:
-    """The one version folder that holds every file the manifest names. Refuses an empty map, bad
-    checksums, and any path that is absolute, climbs out (`..`) or resolves outside that folder."""
-    where = path / MANIFEST
-    if not m.files:
-        raise IndexLoadError(f"{where} is corrupt: its files map is empty")
-    versions = set()
-    for rel, digest in m.files.items():
-        parts = PurePosixPath(rel).parts
-        if (not rel.strip() or "\\" in rel or PurePosixPath(rel).as_posix() != rel or PurePosixPath(rel).is_absolute()
-                or PureWindowsPath(rel).drive or len(parts) < 2 or any(x in ("", ".", "..") for x in parts)):
-            raise IndexLoadError(f"{where} is corrupt or unsafe: the file path {rel!r} is not inside a version "
-                                 "folder of the index")
-        if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
-            raise IndexLoadError(f"{where} is corrupt: the checksum of {rel!r} is not a sha256 hex digest")
-        versions.add(parts[0])
-    if len(versions) != 1:
-        raise IndexLoadError(f"{where} is corrupt: its files span {len(versions)} folders "
-                             f"({', '.join(sorted(versions)[:3])}); an index has one version folder")
-    version = versions.pop()
-    for needed in (index_file(m.index), "store.sqlite"):
-        if f"{version}/{needed}" not in m.files:
-            raise IndexLoadError(f"{where} is corrupt: it does not list {version}/{needed}")
-    root, vdir = path.resolve(), (path / version).resolve()
-    if vdir.parent != root:
-        raise IndexLoadError(f"{where} is unsafe: {version} resolves to {vdir}, outside the index folder {root}")
-    for rel in m.files:
-        if not (path / rel).resolve().is_relative_to(vdir):
-            raise IndexLoadError(f"{where} is unsafe: {rel} resolves to {(path / rel).resolve()}, outside {vdir}")
-    return version
-
-
-def _named_version(path: Path) -> str | None:
-    """The version folder the manifest on disk names, read leniently (a newer format too); None if none."""
-    try:
-        files = json.loads((path / MANIFEST).read_text())["files"]
-        tops = {PurePosixPath(k).parts[0] for k in files}
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return None
-    return tops.pop() if len(tops) == 1 else None
-
-
-def _owned(d: Path) -> bool:
-    """A folder save() made: a name only save() gives, and the marker inside (or nothing at all inside:
-    a save killed between mkdir and the marker)."""
-    if not (_VERSION_RE.fullmatch(d.name) or _TMP_RE.fullmatch(d.name)) or d.is_symlink() or not d.is_dir():
-        return False
-    try:
-        return (d / OWNED).is_file() or not any(d.iterdir())
-    except OSError:
-        return False
-
-
-def _remove_owned(d: Path) -> None:
-    """Delete a folder save() made, its marker last: a removal killed midway leaves it marked for the next."""
-    if not d.is_dir():
-        return
-    try:
-        for child in d.iterdir():
-            if child.name == OWNED:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
-        (d / OWNED).unlink(missing_ok=True)
-        d.rmdir()
-    except OSError as e:
-        log.warning("could not remove the old index folder %s: %s", d, e)
-
-
-def _collect_garbage(path: Path, keep: set[str], previous: str | None) -> None:
-    """Remove what earlier saves left: folders save() made that the manifest does not name, the folder
-    the replaced manifest named (if save() named it: also one of an older unified-rag, unmarked), and
-    manifest temp files of killed saves. Only while holding the lock."""
-    if previous and previous not in keep and _VERSION_RE.fullmatch(previous):
-        d = path / previous
-        if d.is_dir() and not d.is_symlink() and not (d / OWNED).exists():
-            try:
-                (d / OWNED).write_text(_OWNED_TEXT)  # adopt it, so that a removal killed midway is finished later
-            except OSError:
-                pass
-    for p in path.iterdir():
-        if p.name in keep:
-            continue
-        if _MANIFEST_TMP_RE.fullmatch(p.name) and p.is_file() and not p.is_symlink():
-            p.unlink(missing_ok=True)
-        elif _owned(p):
-            _remove_owned(p)
 
 
 def _config(cls: type[BaseModel], value: Any, name: str) -> BaseModel:
@@ -241,6 +107,10 @@ class UnifiedRAG:
         # answer() uses only sources whose cosine with the query reaches this (None: all of them). The
         # default is the embedder's calibrated cut (relevance.json beside a shipped adapter), or None.
         self.min_relevance: float | None = getattr(embedder, "relevance_cut", None)
+        # What save() needs to merge instead of overwrite: every add and delete in order, and per index
+        # dir the generation this object last read or wrote there with its position in that log.
+        self._log: list[tuple[str, str]] = []
+        self._bases: dict[str, tuple[int, int]] = {}
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | Backbone | None = None, *, embedder="auto",
@@ -371,6 +241,7 @@ class UnifiedRAG:
             self.index.add(np.asarray(ids, dtype=np.int64), vecs)  # a failure here rolls the store back
         self.index.remove(old_ids)
         self.sparse.invalidate()
+        self._log += [(d.id, "add") for d, _ in group]
 
     def add_paths(self, *paths: str | os.PathLike, **kw) -> list[str]:
         return self.add_documents([Path(p) for p in paths], **kw)
@@ -388,6 +259,7 @@ class UnifiedRAG:
             self.store.delete(doc_ids)
         self.index.remove(ids)
         self.sparse.invalidate()
+        self._log += [(d, "delete") for d in doc_ids]
         return len(ids)
 
     def __len__(self) -> int:
@@ -564,101 +436,77 @@ class UnifiedRAG:
                     dtype=str(self.backbone.dtype).removeprefix("torch."),
                     generator_adapter=None if self.generator.adapter is None else self.generator.adapter.fingerprint)
 
-    def save(self, path: str | os.PathLike, *, lock_timeout: float | None = 60.0) -> Path:
+    def save(self, path: str | os.PathLike, *, lock_timeout: float | None = 60.0, overwrite: bool = False) -> Path:
         """Write a new version folder beside the old one, then swap the manifest atomically: a save
         killed at any point leaves the old or the new index loadable. Writers hold an inter-process
         lock on the folder: a second one waits up to `lock_timeout` seconds (None: for ever), then
-        raises IndexLockedError. Readers (load) never wait. Cleanup removes only what save() made."""
+        raises IndexLockedError. Readers (load) never wait. Cleanup removes only what save() made.
+
+        No lost updates: where another writer saved into `path` since this object last read or wrote
+        it (or `path` holds an index this object never read), this object's adds and deletes since then
+        are replayed onto that newer version, and the result is saved and becomes this object's state.
+        `overwrite=True` replaces the index in `path` with exactly this object's. IndexChangedError
+        where the changes cannot be merged (the index there was built by another embedder)."""
         path = check_save_target(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"cannot create the index folder {path}: {e.strerror or e}") from None
-        lock = FileLock(str(path / LOCK), timeout=-1 if lock_timeout is None else max(float(lock_timeout), 0.0))
-        try:
-            lock.acquire()
-        except Timeout:
-            raise IndexLockedError(
-                f"{path} is being saved by another process (it holds {path / LOCK}); gave up after {lock_timeout} s. "
-                "Wait for that save to finish, or pass a larger lock_timeout") from None
-        try:
-            self._save_locked(path)
-        finally:
-            lock.release()
+        key = str(path.resolve())
+        with writer_lock(path, lock_timeout):
+            current = current_generation(path)
+            base = self._bases.get(key)
+            if current is not None and not overwrite and (base is None or base[0] != current):
+                self._merge_onto(path, self._changes_since(base))
+            manifest = write_version(self, path, (current or 0) + 1)
+            self._bases[key] = (manifest.generation, len(self._log))
         return path
 
-    def _save_locked(self, path: Path) -> None:
-        previous = _named_version(path)
-        version = f"v-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
-        tmp = path / f".tmp-urag-{uuid.uuid4().hex}"
-        tmp.mkdir(mode=0o777)  # the umask applies, as to any folder (mkdtemp would give 0700)
+    def _changes_since(self, base: tuple[int, int] | None) -> dict[str, str]:
+        """doc id -> "add" or "delete": this object's last change to each doc since `base` (its log
+        position at a load or save of that dir); for a dir it never read, every doc it holds."""
+        if base is None:
+            return {d: "add" for d in self.store.doc_ids()}
+        return dict(self._log[base[1]:])  # the last change to a doc wins
+
+    def _merge_onto(self, path: Path, changes: dict[str, str]) -> None:
+        """Replay `changes` onto the version of `path` on disk (hold the lock), and take its state as ours.
+        Added docs keep their chunks and vectors: nothing is embedded again where the index gives them back."""
+        m = read_manifest(path)
         try:
-            (tmp / OWNED).write_text(_OWNED_TEXT)  # first, so that cleanup knows the folder is ours
-            save_index(self.index, tmp)
-            self.store.save_to(tmp / "store.sqlite")
-            self.embedder.save_pretrained(tmp / "embedder")
-            files, sizes = {}, {}
-            for p in sorted(tmp.rglob("*")):
-                if p.is_file() and p != tmp / OWNED:
-                    with open(p, "rb") as f:
-                        os.fsync(f.fileno())
-                    rel = f"{version}/{p.relative_to(tmp).as_posix()}"
-                    files[rel], sizes[rel] = sha256_file(p), p.stat().st_size
-            for d in [*(p for p in tmp.rglob("*") if p.is_dir()), tmp]:
-                _fsync_dir(d)
-            os.replace(tmp, path / version)
-            _fsync_dir(path)
-        except BaseException:
-            _remove_owned(tmp)
-            raise
-        n_docs, n_chunks = self.store.count()
-        manifest = Manifest(format_version=FORMAT_VERSION, library_version=library_version(),
-                            backbone=self.backbone.name, backbone_fingerprint=self.backbone.fingerprint,
-                            backbone_dtype=str(self.backbone.dtype).removeprefix("torch."),
-                            embedder_kind=self.embedder.kind, embedder_dim=self.embedder.dim,
-                            adapter_hash=self.embedder.fingerprint, index=self.index_config,
-                            chunking=self.chunk_config, n_documents=n_docs, n_chunks=n_chunks, files=files,
-                            sizes=sizes, created_at=datetime.now(timezone.utc).isoformat())
-        atomic_write_json(path / MANIFEST, manifest.model_dump(mode="json"))
-        # Only now is the old version garbage; never delete what the manifest on disk names.
-        _collect_garbage(path, {version, _named_version(path) or version}, previous)
+            newer = UnifiedRAG._load_version(path, m, manifest_version(path, m), self.backbone, self.embedder,
+                                             self.generator.config, None)
+        except EmbedderMismatchError as e:
+            raise IndexChangedError(f"{path} holds a version this index did not come from, built with another "
+                                    f"embedder or backbone, so this index's changes cannot be merged onto it ({e}). "
+                                    f"Load {path} and re-apply the changes, or save(..., overwrite=True) to "
+                                    "replace it") from None
+        gone = [d for d, op in changes.items() if op == "delete" and newer.store.has(d)]
+        if gone:
+            newer.delete(gone)
+        added = [d for d, op in changes.items() if op == "add" and self.store.has(d)]
+        for i in range(0, len(added), 256):
+            group, ids = [], []
+            for doc_id in added[i:i + 256]:
+                source, metadata, chunks, chunk_ids = self.store.document(doc_id)
+                group.append((Document(id=doc_id, text=chunks[0][0], source=source, metadata=metadata), chunks))
+                ids += chunk_ids
+            vecs = self.index.vectors(ids)
+            if vecs is None:  # an index that keeps no vectors (IVF): embed those chunks again
+                vecs = self._encode([self.store.chunks([c])[0]["text"] for c in ids], "documents")
+            newer._commit_vectors(group, vecs)
+        self.index, self.store, self.index_config = newer.index, newer.store, newer.index_config
+        self.sparse.invalidate()
 
     @staticmethod
     def read_manifest(path: str | os.PathLike) -> Manifest:
-        path = Path(path)
-        if not path.exists():
-            raise IndexLoadError(f"index dir not found: {path}")
-        if not (path / MANIFEST).is_file():
-            raise IndexLoadError(f"{path} is not a unified-rag index: {MANIFEST} is missing")
-        try:
-            m = Manifest.model_validate_json((path / MANIFEST).read_text())
-        except (ValidationError, ValueError, UnicodeDecodeError) as e:
-            raise IndexLoadError(f"{path / MANIFEST} is corrupt: {str(e).splitlines()[0]}") from None
-        if m.format_version > FORMAT_VERSION:
-            raise IndexLoadError(f"{path} was written by a newer unified-rag ({m.library_version}); upgrade")
-        manifest_version(path, m)
-        return m
+        return read_manifest(path)
 
     @staticmethod
     def verify(path: str | os.PathLike, m: Manifest | None = None, *, checksums: bool = True) -> Manifest:
         """Check every file the manifest names: present, of its recorded size, and (`checksums`) of
         its SHA-256. Raises IndexLoadError naming the first file that fails."""
-        path = Path(path)
-        m = m or UnifiedRAG.read_manifest(path)
-        for rel, digest in m.files.items():
-            f = path / rel
-            try:
-                size = f.stat().st_size if f.is_file() else None
-                if size is None:
-                    raise IndexLoadError(f"{path} is incomplete: {rel} is missing")
-                if rel in m.sizes and size != m.sizes[rel]:
-                    raise IndexLoadError(f"{path} is corrupt or truncated: {rel} has {size} bytes, the manifest "
-                                         f"records {m.sizes[rel]}")
-                if (checksums or rel not in m.sizes) and sha256_file(f) != digest:
-                    raise IndexLoadError(f"{path} is corrupt or truncated: {rel} does not match its checksum")
-            except OSError as e:
-                raise IndexLoadError(f"{path}: cannot read {rel}: {e.strerror or e}") from None
-        return m
+        return verify(path, m, checksums=checksums)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, model: Backbone | str | None = None, embedder=None,
@@ -667,7 +515,8 @@ class UnifiedRAG:
         """Load a saved index. By default the backbone and embedder recorded in it are rebuilt; pass
         your own to share weights already in memory, and a mismatch is refused, naming both sides.
         Every file is checked for presence and size; `verify=True` also checks every SHA-256 (at
-        1M vectors the flat index alone is 2.2 GB), as `unified-rag verify DIR` does.
+        1M vectors the flat index alone is 2.2 GB) and the document store's pages, as `unified-rag
+        verify DIR` does.
         Takes no lock: if a concurrent save() replaces the version being read, the new one is read."""
         path = Path(path)
         m = cls.read_manifest(path)
@@ -716,6 +565,7 @@ class UnifiedRAG:
             generator_adapter = None
         rag = cls(backbone, emb, index=m.index, chunking=m.chunking, generation=generation,
                   generator_adapter=generator_adapter)
+        rag._bases[str(path.resolve())] = (m.generation, 0)
         rag.index = load_index(path / version, m.embedder_dim, m.index)
         rag.store = DocStore.load_from(path / version / "store.sqlite")
         n_docs, n_chunks = rag.store.count()
