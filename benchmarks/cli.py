@@ -9,15 +9,13 @@ from typing import Optional
 
 import typer
 
+from unified_rag.cli.checks import _friendly, _quiet, path_arg
+from unified_rag.errors import InputError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmarks: retrieval quality, STS-B, harmful-content retrieval, reasoning, efficiency.")
 
 DEFAULT_METHODS = "bm25,minilm,mean,last,auto"
-
-# The main CLI's one-line errors and quiet logging. Imported after `app` exists, because
-# unified_rag.cli imports this module while it is itself being imported.
-from unified_rag.cli import _friendly, _quiet, path_arg  # noqa: E402
-from unified_rag.errors import InputError  # noqa: E402
 
 
 Methods = typer.Option(DEFAULT_METHODS, "--embedder", "-e", help="Comma list: bm25, minilm, st:<model>, auto, mean, "
@@ -261,10 +259,9 @@ def all_suites(embedder: str = Methods, out: Path = Out, model: Optional[str] = 
                skip_efficiency: bool = typer.Option(False, help="Skip the efficiency suite."), seed: int = Seed):
     """SciFact, STS-B, AdvBench-IR, TheoremQA and efficiency, then the summary table (summary.md)."""
     from .reasoning import run_theoremqa
-    from .report import write
+    from .report import summarise, write
     from .retrieval import run_beir, run_stsb
     from .safety import run_safety
-    from .report import summarise
 
     methods = _setup(embedder, model, dtype, max_length, seed)
     kw = dict(cache=cache_dir, batch_size=batch_size)

@@ -295,3 +295,9 @@ def load_bright(domain: str, corpus: str | os.PathLike | None = None, *, topics:
     docs = {i: t for i, t in docs.items() if t and t.strip()}
     return RetrievalSet(f"bright-{domain}", docs, queries, {q: qrels[q] for q in queries},
                         {q: excluded[q] for q in queries if excluded.get(q)}, source=str(corpus or f"hub:{hf}"))
+
+
+def scifact_texts(n_docs: int, n_queries: int = 0) -> tuple[list[str], list[str]]:
+    """The first SciFact documents and queries, as plain texts (the speed suites' workload)."""
+    ds = load_beir()
+    return list(ds.corpus.values())[:n_docs], list(ds.queries.values())[:n_queries]

@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 
 from unified_rag.errors import InputError
 
+from .data import scifact_texts
+
 LAYOUTS = {"a": "UnifiedRAG: one backbone embeds and generates",
            "b": "backbone loaded twice: encoder + generator (LLM2Vec-Gen reference layout)",
            "c": "sentence-transformers embedder (all-MiniLM-L6-v2) + generator"}
@@ -30,13 +32,6 @@ def _peak_rss_mb() -> float:
 
 def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q))  # ms
-
-
-def _scifact(n_docs: int, n_queries: int = 0) -> tuple[list[str], list[str]]:
-    from .data import load_beir
-
-    ds = load_beir()
-    return list(ds.corpus.values())[:n_docs], list(ds.queries.values())[:n_queries]
 
 
 def _gpu_peak_mb() -> float | None:
@@ -51,7 +46,7 @@ def worker_encode(method: str, model=None, dtype="auto", max_length=256, batch_s
     m = load_methods(method, model=model, dtype=dtype, max_length=max_length)[0]
     if not hasattr(m, "encode"):
         raise InputError(f"{method} is not a dense encoder")
-    docs, _ = _scifact(n_docs)
+    docs, _ = scifact_texts(n_docs)
     if hasattr(m, "tokenize"):  # project embedder: count exactly the tokens it feeds the model
         n_tokens = sum(len(ids) for ids, _, _ in m.tokenize(docs, m.config.document_instruction))
         params = m.backbone.param_bytes() + sum(t.numel() * t.element_size() for t in m.adapter_state().values())
@@ -104,7 +99,7 @@ def worker_pipeline(layout: str, embedder="auto", model=None, dtype="auto", n_do
     # What the pipeline's parts actually hold, each tensor storage counted once: shared weights count once.
     emb = rag.embedder
     params = resident_param_bytes(rag.generator.backbone.model, emb.backbone.model if hasattr(emb, "backbone") else emb.model)
-    docs, queries = _scifact(n_docs, n_queries)
+    docs, queries = scifact_texts(n_docs, n_queries)
     rag.add_documents(docs, show_progress_bar=False)
     ret, ans, ttft = [], [], []
     for q in queries:

@@ -20,10 +20,11 @@ def run(n_docs: int = 300, actors: int = 2, model=None, dtype: str = "auto", bat
     from unified_rag import UnifiedRAG
     from unified_rag.backbone import Backbone
     from unified_rag.ray_engine import add_documents_ray
+    from unified_rag.readers import texts_as_documents
 
-    from .efficiency import _scifact
+    from .data import scifact_texts
 
-    texts, _ = _scifact(2 * n_docs)
+    texts, _ = scifact_texts(2 * n_docs)
     backbone = Backbone.from_pretrained(model, dtype=dtype)
     embedder = load_embedder("auto", backbone)  # one embedder for every run: the same adapter everywhere
     ray.init(num_cpus=None, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -35,7 +36,7 @@ def run(n_docs: int = 300, actors: int = 2, model=None, dtype: str = "auto", bat
             if engine == "local":
                 rag.add_texts(texts[:n], batch_size=batch_size, show_progress_bar=False)
             else:
-                add_documents_ray(rag, rag._texts_as_documents(texts[:n]), model=model, actors=actors,
+                add_documents_ray(rag, texts_as_documents(texts[:n]), model=model, actors=actors,
                                   batch_size=batch_size, show_progress_bar=False)
             wall = time.perf_counter() - t
             rows.append(dict(engine=engine, docs=n, chunks=rag.index.ntotal, wall_s=wall, chunks_per_s=rag.index.ntotal / wall))

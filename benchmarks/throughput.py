@@ -197,9 +197,9 @@ def index_overhead_figures(backbone, embedder, n_docs: int, batch_size: int) -> 
     """Seconds to index n SciFact documents end to end, and to encode the same chunks alone."""
     from unified_rag import Document, UnifiedRAG
 
-    from .efficiency import _scifact
+    from .data import scifact_texts
 
-    docs = [Document(text=t, id=str(i)) for i, t in enumerate(_scifact(n_docs)[0])]
+    docs = [Document(text=t, id=str(i)) for i, t in enumerate(scifact_texts(n_docs)[0])]
     rag = UnifiedRAG(backbone, embedder)
     t = time.perf_counter()
     rag.add_documents(docs, batch_size=batch_size, show_progress_bar=False)

@@ -16,7 +16,7 @@ from pydantic import Field
 from unified_rag.lora import (DEFAULT_TARGETS, adapter_names, check_tensors, inject_lora, lora_parameters, lora_scope,
                                switches_kept, tuner_layers)
 
-from .base import Embedder, EmbedderConfig
+from unified_rag.embedder import Embedder, EmbedderConfig
 
 
 # --- learned tokens ---------------------------------------------------------------------------------

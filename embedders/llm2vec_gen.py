@@ -19,7 +19,7 @@ import torch
 from unified_rag.errors import InputError
 
 from .adapters import fresh_token_rows, splice_specials
-from .base import Embedder, EmbedderConfig
+from unified_rag.embedder import Embedder, EmbedderConfig
 
 _SLOT = "\x00TEXT\x00"
 

@@ -24,7 +24,7 @@ from unified_rag.errors import InputError
 from unified_rag.generator import SYSTEM_PROMPT, KVPrefix, question_head_ids
 from unified_rag.types import check_texts
 
-from .base import Embedder, EmbedderConfig
+from unified_rag.embedder import Embedder, EmbedderConfig
 
 _CHAT = "\x00chat-frame\x00"  # the instruction value that asks frame() for the chat opening
 

@@ -15,6 +15,8 @@ from typing import List, Optional
 
 import typer
 
+from unified_rag.cli.checks import _friendly, path_arg
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Adapt the shared backbone: LLM2Vec-Gen, GEM, LLM2Vec, bidirectional "
                   "reconstruction (embedders), and the generator's answer adapter.")
@@ -35,13 +37,17 @@ DEFAULTS["llm2vec-gen"].update(steps=3000, lr=5e-4, save_every=50)
 DATA_DEFAULTS = {"birecon": "runs/llm2vec-gen-smollm2/responses.jsonl",
                  "answer": "../shared/data/rc-train (SQuAD v1.1, NQ and SQuAD 2.0 train)"}
 
-# The main CLI's checks and one-line errors. Imported after `app` exists, because unified_rag.cli
-# imports this module while it is itself being imported.
-from unified_rag.cli import _friendly, path_arg  # noqa: E402
 
 
 def _train(method: str, config: Optional[Path], out: Path, **overrides) -> None:
-    from unified_rag.cli import _check_file, _check_inputs, _check_out, _check_positive, _quiet, _validation_message
+    from unified_rag.cli.checks import (
+        _check_file,
+        _check_inputs,
+        _check_out,
+        _check_positive,
+        _quiet,
+        _validation_message,
+    )
     from unified_rag.errors import InputError
 
     # Everything the command line can get wrong is checked before torch and the model load.

@@ -7,7 +7,7 @@ garbage collection and verification.
     idx/.unified-rag.lock   held by writers only; readers never wait
 
 A save writes a new version folder, then replaces the manifest atomically: a save killed at any
-point leaves the old or the new version loadable.
+point leaves the old or the new version loadable. `UnifiedRAG.save`/`load` (saveload.py) use these.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from .chunking import ChunkConfig
 from .errors import IndexLoadError, IndexLockedError
-from .index import IndexConfig, index_file, save_index
+from .vectors import IndexConfig, index_file, save_index
 from .io import _fsync_dir, atomic_write_json, sha256_file
 from .store import DocStore
 

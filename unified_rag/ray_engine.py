@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, ModelLoadError
+from .readers import as_documents
 
 
 def _pack(folder: Path) -> dict[str, bytes]:
@@ -61,7 +62,7 @@ class _Encode:
     """map_batches stage 2 (an actor): one backbone and embedder per actor, loaded once."""
 
     def __init__(self, model, dtype: str, embedder_files: dict[str, bytes], fingerprint: str):
-        from embedders import Embedder
+        from unified_rag.embedder import Embedder
 
         from .backbone import Backbone
 
@@ -87,13 +88,13 @@ def add_documents_ray(rag, docs, *, model: str | os.PathLike | None = None, addr
         import ray
     except ImportError:
         raise InputError("--engine ray needs `pip install unified-rag[ray]`") from None
-    from embedders import Embedder
+    from unified_rag.embedder import Embedder
 
     if not isinstance(rag.embedder, Embedder):
         raise InputError("the Ray engine encodes with the library's own embedders")
     if not isinstance(actors, int) or isinstance(actors, bool) or actors < 1:
         raise InputError(f"actors must be a positive integer, got {actors!r}")
-    documents = rag._as_documents(docs)
+    documents = as_documents(docs)
     seen = {d.id: d for d in documents}  # the last copy of a repeated id wins, as in add_documents
     if not seen:
         raise InputError("no documents to index")

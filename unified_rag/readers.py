@@ -8,16 +8,19 @@ A missing path is a user mistake and raises.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
 import stat
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
+
+from pydantic import ValidationError
 
 from .errors import InputError
-from .types import Document
+from .types import Document, check_texts
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +124,60 @@ def read_documents(paths: Iterable[str | os.PathLike]) -> list[Document]:
                       + (" ..." if len(bad_lines) > 20 else ""), stacklevel=2)
     return docs
 
+
+# --- what add_documents() and add_texts() accept -------------------------------------------------
+def names_a_path(s: str) -> bool:
+    """A one-line string that names an existing file or folder (a name too long to exist names none)."""
+    if "\n" in s or len(s) > 4096:
+        return False
+    try:
+        return os.path.exists(s)
+    except (OSError, ValueError):
+        return False
+
+
+def as_list(items: Any, what: str) -> list:
+    """One item or an iterable of them, as a list; None and non-iterables are typed errors."""
+    if items is None:
+        raise InputError(f"{what} got None; pass a list")
+    if isinstance(items, (str, bytes, os.PathLike, Document, dict)):
+        return [items]
+    try:
+        return list(items)
+    except TypeError:
+        raise InputError(f"{what} needs a list, got {type(items).__name__}") from None
+
+def as_documents(items: Iterable[Any]) -> list[Document]:
+    """What add_documents() takes (Documents, dicts, paths, folders) as Documents, each with an id."""
+    docs, paths = [], []
+    for it in as_list(items, "add_documents()"):
+        if isinstance(it, Document):
+            docs.append(it)
+        elif isinstance(it, dict):
+            try:
+                docs.append(Document.model_validate(it))
+            except ValidationError as e:
+                raise InputError(f"bad document {str(it)[:80]!r}: {e.errors()[0]['msg']}") from None
+        elif isinstance(it, os.PathLike) or (isinstance(it, str) and names_a_path(it)):
+            paths.append(it)
+        elif isinstance(it, str):
+            warnings.warn("add_documents() with plain strings that name no file is deprecated: "
+                          "they are indexed as texts for now; use add_texts() for texts",
+                          DeprecationWarning, stacklevel=3)
+            docs.extend(texts_as_documents([it]))
+        else:
+            raise InputError(f"cannot index an object of type {type(it).__name__}; pass paths or "
+                             "Documents to add_documents(), strings to add_texts()")
+    if paths:
+        docs.extend(read_documents(paths))
+    for d in docs:  # raw strings get a content hash as id, so re-adding the same text replaces it
+        if d.id is None:
+            d.id = hashlib.sha256(d.text.encode()).hexdigest()[:16]
+    return docs
+
+def texts_as_documents(texts: list, metadata: list[dict] | None = None) -> list[Document]:
+    check_texts(texts, "add_texts() texts")
+    metadata = metadata if metadata is not None else [{}] * len(texts)
+    if len(metadata) != len(texts):
+        raise InputError(f"add_texts() got {len(texts)} texts but {len(metadata)} metadata dicts")
+    return [Document(text=t, metadata=m) for t, m in zip(texts, metadata)]

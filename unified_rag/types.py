@@ -1,9 +1,14 @@
 """Public data types: what goes in (Document) and what comes out (Hit, Answer)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator
+
+RetrievalMode = Literal["dense", "sparse", "hybrid"]
+RETRIEVAL_MODES: tuple[str, ...] = get_args(RetrievalMode)
+AnswerMode = Literal["generative", "extractive"]
+ANSWER_MODES: tuple[str, ...] = get_args(AnswerMode)
 
 
 def has_lone_surrogate(text: str) -> bool:

@@ -26,8 +26,8 @@ from llama_index.core.llms.callbacks import llm_completion_callback  # noqa: E40
 from llama_index.core.retrievers import BaseRetriever  # noqa: E402
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
-from embedders import Embedder, load_embedder
 from unified_rag.backbone import Backbone
+from unified_rag.embedder import Embedder, load_embedder
 from unified_rag.generator import GenerationConfig, Generator
 
 
