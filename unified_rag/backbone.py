@@ -206,7 +206,7 @@ class Backbone:
         """Compile the forward that embedding runs (torch.compile, inductor, dynamic shapes: batches of
         any length share one graph). Experimental and off by default: on the 2-core AMX CPU it made
         mean-pooling encode 3x slower (0.32x eager after a 152 s compile,
-        benchmarks/results/cpu-2core/throughput/compile-mean.log), the compiled graph's bf16 matmuls
+        benchmarks/experiments/cpu-2core/throughput/compile-mean.log), the compiled graph's bf16 matmuls
         being slower than eager oneDNN's. Measure your hardware first with
         `python -m benchmarks.throughput --compare-hf --compile`. Generation and training stay eager.
         Should compiling fail (no C++ compiler, say), embedding warns once and runs eagerly."""

@@ -5,7 +5,7 @@ squad-rag question with its gold paragraph and two other paragraphs, laid out by
 `rag_prompt` (paragraphs as the library's BEIR loader gives them: title, then text). The forward
 counts do not depend on the machine or its load; the seconds do. The library does not ship it.
 
-    python benchmarks/results/cpu-2core/decode/prompt_lookup.py | tee benchmarks/results/cpu-2core/decode/prompt_lookup.log
+    python benchmarks/experiments/cpu-2core/decode/prompt_lookup.py | tee benchmarks/experiments/cpu-2core/decode/prompt_lookup.log
 """
 import json
 import sys

@@ -5,7 +5,7 @@ documents, as `bench retrieval`). The library's default weight is not taken from
 the even 0.5 (unified_rag/sparse.py says why). Run from the repository root after
 `unified-rag bench retrieval -e auto --dtype bf16`, whose encode cache it reuses:
 
-    python benchmarks/results/cpu-2core/scifact-fusion/fusion.py | tee benchmarks/results/cpu-2core/scifact-fusion/fusion.log
+    python benchmarks/experiments/cpu-2core/scifact-fusion/fusion.py | tee benchmarks/experiments/cpu-2core/scifact-fusion/fusion.log
 """
 import sys
 from pathlib import Path

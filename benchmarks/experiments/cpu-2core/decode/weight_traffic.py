@@ -4,7 +4,7 @@ as in decoding, none is still in cache from the call before), multiplied by one 
 bf16 (`F.linear`, what the model runs) and int8 weight-only (`_weight_int8pack_mm`, what
 `GenerationConfig(int8_weights=True)` runs). Three rounds of five tokens, ms per token.
 
-    python benchmarks/results/cpu-2core/decode/weight_traffic.py | tee benchmarks/results/cpu-2core/decode/weight_traffic.log
+    python benchmarks/experiments/cpu-2core/decode/weight_traffic.py | tee benchmarks/experiments/cpu-2core/decode/weight_traffic.log
 """
 import platform
 import time

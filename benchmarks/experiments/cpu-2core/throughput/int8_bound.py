@@ -13,7 +13,7 @@ hf - (bf16 - int8); its ratio to hf is printed. Quality: the shipped `auto` embe
 SciFact documents, with every matmul's input and weight rounded as the int8 path rounds them,
 against its bf16 vectors (cosine).
 
-    python benchmarks/results/cpu-2core/throughput/int8_bound.py | tee benchmarks/results/cpu-2core/throughput/int8_bound.log
+    python benchmarks/experiments/cpu-2core/throughput/int8_bound.py | tee benchmarks/experiments/cpu-2core/throughput/int8_bound.log
 """
 import json
 import platform

@@ -5,7 +5,7 @@
 in the bench caches under the same key (embedder fingerprint, texts, role), so this pairs the files
 and prints the cosine between each text's two vectors (both are L2-normalised).
 
-    python benchmarks/results/cpu-2core/throughput/merge_vs_peft.py ~/.cache/unified-rag/bench /tmp/fresh-bench-cache
+    python benchmarks/experiments/cpu-2core/throughput/merge_vs_peft.py ~/.cache/unified-rag/bench /tmp/fresh-bench-cache
 """
 import json
 import sys

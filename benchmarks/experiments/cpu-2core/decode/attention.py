@@ -3,7 +3,7 @@ head size 64) over 300 cached tokens held in a longer buffer, as the decode loop
 SDPA on bf16 tensors (what the model's own forward and the full-precision loop run) against the same
 call on float32 tensors (what the int8 loop runs on a CPU), and the largest difference between them.
 
-    python benchmarks/results/cpu-2core/decode/attention.py | tee benchmarks/results/cpu-2core/decode/attention.log
+    python benchmarks/experiments/cpu-2core/decode/attention.py | tee benchmarks/experiments/cpu-2core/decode/attention.log
 """
 import platform
 import time

@@ -3,7 +3,7 @@
 compiled forward (torch.compile, inductor), on the same prompts in one run. It measures how far the
 issue's 2x decode target is from what compilation gives on this CPU; the library does not ship it.
 
-    python benchmarks/results/cpu-2core/decode/decode.py | tee benchmarks/results/cpu-2core/decode/decode.log
+    python benchmarks/experiments/cpu-2core/decode/decode.py | tee benchmarks/experiments/cpu-2core/decode/decode.log
 """
 import platform
 import sys
