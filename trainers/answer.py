@@ -204,6 +204,24 @@ class AnswerMethod(Method):
         self.emb.save_pretrained(out, dtype=torch.bfloat16)  # the shipped form: half the bytes
 
 
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: AnswerTrainConfig) -> Path:
+    """A run's checkpoint (checkpoints/step-N) as an answer adapter dir, tensors in bf16: what ships,
+    and what `init_from` continues from with a fresh optimizer."""
+    from safetensors.torch import load_file, save
+
+    from unified_rag.answer_adapter import CONFIG_NAME, WEIGHTS_NAME, AnswerAdapterConfig
+    from unified_rag.io import atomic_write_bytes, atomic_write_json
+
+    state = load_file(Path(checkpoint) / "trainable.safetensors")
+    config = AnswerAdapterConfig(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 lora_layers=cfg.lora_layers, init_seed=cfg.seed, decline_text=cfg.decline_text)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / WEIGHTS_NAME, save({k: v.to(torch.bfloat16).contiguous() for k, v in state.items()}))
+    atomic_write_json(out / CONFIG_NAME, config.model_dump())
+    return out
+
+
 def split_rows(cfg: AnswerTrainConfig) -> tuple[list[dict], list[dict], list[dict]]:
     """(every row, the training rows, the held-out rows) of cfg.data."""
     rows = read_rc(cfg.data or default_data())

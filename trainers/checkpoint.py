@@ -79,12 +79,16 @@ def save_checkpoint(out: Path, step: int, method: Method, opt, keep: int) -> Pat
 
 
 def warm_start(method: Method, path: Path) -> None:
-    """Only the tensors of an earlier run's checkpoint: `init_from`. It must be the same method with the
-    same trainable shapes (load_checkpoint_state refuses anything else)."""
+    """Only the tensors of an earlier run: `init_from`, a checkpoint dir (checkpoints/step-N) or the
+    adapter dir the run wrote (adapter.safetensors, bf16 where it was shipped so: the form a run that
+    must continue later commits). Same method, same trainable shapes (load_checkpoint_state refuses
+    anything else); the optimizer starts afresh."""
     file = path / "trainable.safetensors"
+    if not file.is_file() and (path / "adapter.safetensors").is_file():
+        file = path / "adapter.safetensors"
     if not file.is_file():
-        raise InputError(f"init_from: {path} is not a checkpoint dir (no trainable.safetensors); "
-                         "give a run's checkpoints/step-N")
+        raise InputError(f"init_from: {path} is neither a checkpoint dir (trainable.safetensors) nor an adapter "
+                         "dir (adapter.safetensors); give a run's checkpoints/step-N or its adapter")
     method.load_checkpoint_state(load_file(file))
 
 

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .backbone import DEFAULT_MODEL, Backbone
+from .embedder import hub_dir, looks_like_hub_id
 from .errors import ModelLoadError
 from .io import atomic_write_bytes, atomic_write_json
 from .lora import DEFAULT_TARGETS, check_tensors, inject_lora, lora_parameters, lora_scope
@@ -127,7 +128,8 @@ class AnswerAdapter(torch.nn.Module):
 
 
 def load_answer_adapter(spec, backbone: Backbone) -> AnswerAdapter | None:
-    """None, an AnswerAdapter (on this backbone), "auto" (the shipped one for this backbone, if any), or a dir."""
+    """None, an AnswerAdapter (on this backbone), "auto" (the shipped one for this backbone, if any), a
+    dir, or a hub id ("user/adapter")."""
     if spec is None:
         return None
     if isinstance(spec, AnswerAdapter):
@@ -140,4 +142,6 @@ def load_answer_adapter(spec, backbone: Backbone) -> AnswerAdapter | None:
         if shipped is None or not (shipped / CONFIG_NAME).is_file():
             return None
         spec = shipped
+    if not Path(spec).exists() and looks_like_hub_id(str(spec)):
+        spec = hub_dir(str(spec), "an answer adapter")
     return AnswerAdapter.from_pretrained(spec, backbone=backbone)

@@ -309,4 +309,24 @@ def load_embedder(spec: str | os.PathLike | Embedder = "auto", backbone: Backbon
         return embedder_class(spec)(backbone)
     if Path(spec).is_dir():
         return Embedder.from_pretrained(spec, backbone=backbone)
-    raise ModelLoadError(f"unknown embedder {spec!r}: use 'auto', one of {names('embedders')}, or an adapter dir")
+    if looks_like_hub_id(spec):
+        return Embedder.from_pretrained(hub_dir(spec, "an embedder adapter"), backbone=backbone)
+    raise ModelLoadError(f"unknown embedder {spec!r}: use 'auto', one of {names('embedders')}, an adapter dir, "
+                         "or a hub id (user/adapter)")
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and not Path(spec).exists()
+
+
+def hub_dir(repo_id: str, what: str) -> Path:
+    """A hub repo's files in the local HF cache (downloaded unless HF_HUB_OFFLINE is set): safetensors and
+    JSON only, never code or pickles."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md"]))
+    except Exception as e:  # offline and not cached, no such repo, no network: all one answer for the user
+        raise ModelLoadError(f"cannot get {what} {repo_id!r} from the Hugging Face hub ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]}); give a local dir, or download it first") from None
