@@ -88,11 +88,12 @@ def squad_rag_set(data=None) -> QASet:
 
 def rc_heldout_set(data=None) -> QASet:
     """The answerable questions of rc-train's held-out articles (never trained on: trainers/answer.py),
-    over the paragraphs of those articles."""
-    from trainers.answer import AnswerTrainConfig, split_rows
+    over the paragraphs of those articles; the report half only (the other half calibrates the decline bias)."""
+    from trainers.answer import AnswerTrainConfig, heldout_half, split_rows
 
     cfg = AnswerTrainConfig(data=[Path(data) / f for f in _rc_files()] if data else [])
     _, _, held = split_rows(cfg)
+    held = [r for r in held if heldout_half(r["title"]) == "report"]
     corpus, ids = {}, {}
     for r in held:
         ids.setdefault(r["context"], f"p{len(ids)}")

@@ -13,12 +13,12 @@ from unified_rag.generator import GenerationConfig, Generator
 from unified_rag.types import Hit
 
 
-def _nudged(adapter: AnswerAdapter, seed: int = 1) -> AnswerAdapter:
+def _nudged(adapter: AnswerAdapter, seed: int = 1, scale: float = 0.5) -> AnswerAdapter:
     """LoRA B starts at zero (the adapter is then a no-op): give it weights that change the output."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in adapter.shared_parameters().values():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
     return adapter
 
 
@@ -247,3 +247,43 @@ def test_rag_qa_with_and_without_the_adapter(fresh_tiny_backbone, tmp_path):
     assert r["config"]["generator_adapter"] == rag.generator.adapter.fingerprint
     assert rag.generator.adapter is not None  # the base-model variant was only for its own rows
     assert 0 <= r["methods"]["gold-removed (adapter)"]["metrics"]["declined_by_cut"] <= 1
+
+
+def test_decline_bias_moves_the_first_step_only_in_both_decoders(fresh_tiny_backbone):
+    b = fresh_tiny_backbone
+    a = _nudged(AnswerAdapter(b, lora_r=4, lora_alpha=8), scale=0.05)  # small: both decoders stay finite
+    first = b.tokenizer(a.config.decline_text, add_special_tokens=False)["input_ids"][0]
+    texts = {}
+    for decode in ("auto", "hf"):
+        for bias in (0.0, 1e4):
+            a.config.decline_bias = bias
+            gen = Generator(b, GenerationConfig(max_new_tokens=6, decode=decode), adapter=a)
+            ids = gen.prompt_ids("Paris is the capital of")
+            lean = gen._lean() if decode == "auto" else None
+            if lean is not None:
+                new = list(gen._lean_tokens(lean, ids, 6, None))
+            else:
+                with gen.weights():
+                    new = gen.backbone.model.generate(**gen._single_kwargs(ids, 6, None))[0, len(ids):].tolist()
+            texts[decode, bias] = new
+    assert texts["auto", 0.0] == texts["hf", 0.0] and texts["auto", 1e4] == texts["hf", 1e4]
+    assert texts["auto", 1e4][0] == first and texts["auto", 0.0][0] != first
+    assert first not in texts["auto", 1e4][1:2] or texts["auto", 0.0][1:] != texts["auto", 1e4][1:]  # later steps unbiased
+    a.config.decline_bias = 0.0
+
+
+def test_fit_decline_bias_balances_both_error_kinds():
+    from trainers.answer import fit_decline_bias, heldout_half
+
+    ans = [dict(answerable=True, margin=m) for m in (-5, -4, -3, -2, 1.0)]  # one would decline at bias 0
+    free = [dict(answerable=False, margin=m) for m in (-2.5, -1.5, -1.0, 0.5)]  # three would answer at bias 0
+    bias, f = fit_decline_bias(ans + free)
+    # Greedy declines where margin + bias > 0. At 0: 1 of 5 false declines, 3 of 4 missed (0.95 in all);
+    # the best bias, 2.75 (between the margins -3 and -2.5), declines every answer-free one and 2 of 5
+    # answerable ones (0.4 in all); no other bias does better.
+    assert bias == pytest.approx(2.75)
+    assert (f["false_decline"], f["missed_decline"]) == (pytest.approx(0.4), 0.0)
+    assert (f["false_decline_at_0"], f["missed_decline_at_0"]) == (pytest.approx(0.2), pytest.approx(0.75))
+    assert f["answerable"] == 5 and f["answer_free"] == 4
+    halves = {heldout_half(f"Title {i}") for i in range(50)}
+    assert halves == {"calibration", "report"}

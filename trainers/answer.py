@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from unified_rag.answer_adapter import DECLINE_TEXT, AnswerAdapter
 from unified_rag.errors import InputError
@@ -220,6 +221,86 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg
     atomic_write_bytes(out / WEIGHTS_NAME, save({k: v.to(torch.bfloat16).contiguous() for k, v in state.items()}))
     atomic_write_json(out / CONFIG_NAME, config.model_dump())
     return out
+
+
+def heldout_half(title: str) -> str:
+    """Held-out articles are split once more, by another hash: "calibration" (the decline bias is fitted
+    there) and "report" (bench rag-qa --set rc-heldout answers those), so no figure is scored where a
+    setting was chosen."""
+    return "calibration" if int(hashlib.sha256(f"{title}#calibration".encode()).hexdigest()[:8], 16) % 2 else "report"
+
+
+@torch.inference_mode()
+def decline_margins(adapter: AnswerAdapter, rows: list[dict], pool: Pool, cfg: AnswerTrainConfig) -> list[dict]:
+    """For each row, its example with the gold source and without it: the first answer step's logit of
+    the decline sentence's first token minus the best other token's, with the adapter on. Greedy
+    decoding declines exactly where margin + decline_bias > 0 (the adapter runs without a repetition
+    penalty, so the first step sees the raw logits)."""
+    b = adapter.backbone
+    gen = Generator(b)
+    first = b.tokenizer(adapter.config.decline_text, add_special_tokens=False)["input_ids"][0]
+    out = []
+    for r in tqdm(rows, desc="decline margins", unit="question"):
+        for share, want in ((0.0, True), (0.999, False)):
+            x = make_example(r, pool, gen, cfg.model_copy(update={"decline_share": share}), example_rng(r, cfg.seed + 1))
+            if x["answerable"] != want:
+                continue
+            with adapter.active():
+                logits = b.model(input_ids=torch.tensor([x["prompt"]], device=b.device)).logits[0, -1].float()
+            other = logits.clone()
+            other[first] = float("-inf")
+            out.append(dict(answerable=want, margin=float(logits[first] - other.max())))
+    return out
+
+
+def fit_decline_bias(margins: list[dict]) -> tuple[float, dict]:
+    """The bias that minimises false declines (answerable) plus missed declines (answer-free), the two
+    error kinds weighted alike; ties go to the bias nearest 0. Returns it and both error rates at it."""
+    import numpy as np
+
+    ans = np.array([m["margin"] for m in margins if m["answerable"]])
+    free = np.array([m["margin"] for m in margins if not m["answerable"]])
+    if not len(ans) or not len(free):
+        raise InputError("calibrating the decline bias needs answerable and answer-free examples")
+    edges = np.sort(np.concatenate([ans, free, [0.0]]))
+    candidates = np.concatenate([[-edges[-1] - 1.0], -(edges[:-1] + edges[1:]) / 2, [-edges[0] + 1.0], [0.0]])
+
+    def errors(b):
+        return float(np.mean(ans + b > 0)), float(np.mean(free + b <= 0))
+
+    best = min(candidates, key=lambda b: (sum(errors(b)), abs(b)))
+    false_decline, missed = errors(best)
+    base = errors(0.0)
+    return float(best), dict(false_decline=false_decline, missed_decline=missed, false_decline_at_0=base[0],
+                             missed_decline_at_0=base[1], answerable=len(ans), answer_free=len(free))
+
+
+def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: int = 300,
+              backbone=None) -> dict:
+    """Fit the adapter's decline bias on the calibration half of the held-out articles and write it into
+    its answer_config.json (atomically), with the figures in calibration.json beside it."""
+    import json
+
+    from unified_rag.answer_adapter import CONFIG_NAME
+    from unified_rag.io import atomic_write_json
+
+    from .data import subsample
+    from .run import load_backbone
+
+    rows, _, held = split_rows(cfg)
+    held = [r for r in held if heldout_half(r["title"]) == "calibration"]
+    sample = subsample(held, n_rows, cfg.seed + 2)
+    adapter = AnswerAdapter.from_pretrained(adapter_dir, backbone=backbone or load_backbone(cfg))
+    margins = decline_margins(adapter, sample, Pool(rows), cfg)
+    bias, figures = fit_decline_bias(margins)
+    path = Path(adapter_dir) / CONFIG_NAME
+    config = json.loads(path.read_text())
+    config["decline_bias"] = round(bias, 4)
+    atomic_write_json(path, config)
+    report = dict(decline_bias=round(bias, 4), questions=len(sample), **figures,
+                  rows="rc-train held-out articles, calibration half (trainers/answer.py heldout_half)")
+    atomic_write_json(Path(adapter_dir) / "calibration.json", report)
+    return report
 
 
 def split_rows(cfg: AnswerTrainConfig) -> tuple[list[dict], list[dict], list[dict]]:

@@ -130,3 +130,24 @@ def _from_command_line(ctx: typer.Context, name: str) -> bool:
 
 for _name in METHODS:
     app.command(_name)(_command(_name))
+
+
+@app.command("calibrate-answer")
+@_friendly
+def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="Answer adapter dir (answer_config.json)."),
+                     config: Optional[Path] = typer.Option(None, "--config", "-c", parser=path_arg,
+                                                           help="The run's config (data, sources per example, seed)."),
+                     rows: int = typer.Option(300, help="Held-out questions to fit on (each with and without its gold)."),
+                     model: Optional[str] = typer.Option(None, help="Backbone (default: SmolLM2-135M-Instruct).")):
+    """Fit the answer adapter's decline bias on held-out questions and write it into its config."""
+    from unified_rag.cli.checks import _check_file, _check_positive, _quiet
+
+    _check_file(adapter / "answer_config.json", "answer adapter config")
+    if config is not None:
+        _check_file(config, "--config")
+    _check_positive(rows=rows)
+    _quiet(False)
+    from trainers.answer import AnswerTrainConfig, calibrate
+
+    report = calibrate(adapter, AnswerTrainConfig.from_file(config, model=model), n_rows=rows)
+    typer.echo(json.dumps(report, indent=2))

@@ -46,6 +46,9 @@ class AnswerAdapterConfig(BaseModel):
     lora_layers: list[int] | None = None
     init_seed: int = 0
     decline_text: str = DECLINE_TEXT
+    # Added to the decline sentence's first-token logit at the first step: calibrated on held-out
+    # questions (trainers/answer.py, calibrate_decline) to trade false declines against missed ones.
+    decline_bias: float = 0.0
     # The answer is copied from a source: a penalty on tokens already in the prompt would push it away
     # from the very words it must copy. Used while the adapter is on, unless the caller sets one.
     repetition_penalty: float = 1.0

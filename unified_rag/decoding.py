@@ -119,9 +119,10 @@ class LeanDecoder:
     @torch.inference_mode()
     def tokens(self, ids: list[int], max_new_tokens: int, *, eos: int | list[int] | None = None,
                min_new_tokens: int = 0, repetition_penalty: float = 1.0, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-               prefix: tuple[tuple[int, ...], object] | None = None) -> Iterator[int]:
+               prefix: tuple[tuple[int, ...], object] | None = None,
+               first_bias: dict[int, float] | None = None) -> Iterator[int]:
         """The new tokens, one at a time, up to `max_new_tokens` or the first EOS (not yielded; never
-        before `min_new_tokens`).
+        before `min_new_tokens`). `first_bias`: added to those tokens' logits at the first step only.
         `prefix`: (ids, an HF KV cache of those ids), where `ids` starts with them; only the rest is
         prefilled."""
         model, dec = self.model, self.model.model
@@ -177,7 +178,7 @@ class LeanDecoder:
             for i, (k, v) in enumerate(_cache_tensors(prefix[1])):
                 keys[i, :, :, :start], values[i, :, :, :start] = k, v
         stops = sorted(set([eos] if isinstance(eos, int) else eos or []))
-        pick = _picker(len(ids), min_new_tokens, stops, repetition_penalty, temperature, top_p, top_k, dev)
+        pick = _picker(len(ids), min_new_tokens, stops, repetition_penalty, temperature, top_p, top_k, dev, first_bias)
         seq = torch.tensor([list(ids) + [0] * max_new_tokens], device=dev)  # the ids so far, as processors read them
         logits, pos = forward(ids[start:], start), len(ids)
         for step in range(max_new_tokens):
@@ -190,15 +191,33 @@ class LeanDecoder:
                 logits, pos = forward([token], pos), pos + 1
 
 
+class FirstStepBias:
+    """A logits processor that adds fixed biases to some tokens at the first generated step only (the
+    answer adapter's calibrated lean towards or away from its decline sentence)."""
+
+    def __init__(self, prompt_len: int, bias: dict[int, float]):
+        self.prompt_len, self.bias = prompt_len, bias
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] != self.prompt_len:
+            return scores
+        scores = scores.clone()
+        for token, b in self.bias.items():
+            scores[:, token] += b
+        return scores
+
+
 def _picker(prompt_len: int, min_new_tokens: int, stops: list[int], penalty: float, temperature: float,
-            top_p: float, top_k: int, device):
+            top_p: float, top_k: int, device, first_bias: dict[int, float] | None = None):
     """The next token from the logits, through the logits processors `generate` uses, in its order:
     repetition penalty (over the prompt too) and EOS held back, then greedy, or temperature, top-k and
-    top-p sampling."""
+    top-p sampling; a first-step bias goes first."""
     from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor,
                               TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
     procs = LogitsProcessorList()
+    if first_bias:
+        procs.append(FirstStepBias(prompt_len, first_bias))
     if penalty != 1.0:
         procs.append(RepetitionPenaltyLogitsProcessor(penalty))
     if min_new_tokens and stops:

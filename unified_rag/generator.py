@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backbone import Backbone, cache_kwarg, output_cache
-from .decoding import Int8Weights, LeanDecoder, check_int8_matmul, supports
+from .decoding import FirstStepBias, Int8Weights, LeanDecoder, check_int8_matmul, supports
 from .errors import InputError
 from .grounding import markers
 from .types import Hit
@@ -108,13 +108,23 @@ class Generator:
     def repetition_penalty(self) -> float:
         if self.config.repetition_penalty is not None:
             return self.config.repetition_penalty
-        if self.adapter is not None and self.weights == self.adapter.active:
+        if self._tuned():
             return self.adapter.config.repetition_penalty
         return BASE_REPETITION_PENALTY
 
+    def _tuned(self) -> bool:
+        return self.adapter is not None and self.weights == self.adapter.active
+
+    def _decline_bias(self) -> dict[int, float] | None:
+        """The answer adapter's calibrated bias on its decline sentence's first token, at the first step."""
+        if not self._tuned() or not self.adapter.config.decline_bias:
+            return None
+        first = self.backbone.tokenizer(self.adapter.config.decline_text, add_special_tokens=False)["input_ids"][0]
+        return {first: self.adapter.config.decline_bias}
+
     def declined(self, text: str) -> bool:
         """Whether the answer adapter (when on) wrote its decline sentence instead of an answer."""
-        return self.adapter is not None and self.weights == self.adapter.active and self.adapter.declined(text)
+        return self._tuned() and self.adapter.declined(text)
 
     def _lean(self) -> LeanDecoder | None:
         """The decode loop for one prompt, or None where `generate` runs it."""
@@ -130,7 +140,8 @@ class Generator:
                            eos=self.backbone.tokenizer.eos_token_id, min_new_tokens=c.min_new_tokens,
                            repetition_penalty=self.repetition_penalty,
                            temperature=c.temperature, top_p=c.top_p, top_k=top_k,
-                           prefix=(prefix.ids, prefix.cache) if _continues(ids, prefix) else None)
+                           prefix=(prefix.ids, prefix.cache) if _continues(ids, prefix) else None,
+                           first_bias=self._decline_bias())
 
     def _encode_chat(self, messages: list[dict]) -> list[int]:
         tok = self.backbone.tokenizer
@@ -207,6 +218,10 @@ class Generator:
                   eos_token_id=tok.eos_token_id, use_cache=True)
         if c.min_new_tokens:
             kw["min_new_tokens"] = c.min_new_tokens
+        if bias := self._decline_bias():
+            from transformers import LogitsProcessorList
+
+            kw["logits_processor"] = LogitsProcessorList([FirstStepBias(width, bias)])
         if sample:
             kw.update(temperature=c.temperature, top_p=c.top_p)
         return kw
