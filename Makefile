@@ -33,4 +33,4 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/unified-rag ask runs/demo-index "What does the Kraft inequality say about prefix codes?" --max-new-tokens 120
 
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs

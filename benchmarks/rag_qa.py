@@ -122,7 +122,7 @@ def _row(text: str, golds: list[str], sources: list[Hit], cited: list[int], mode
          declined: bool, seconds: float, gold_doc: str | None) -> dict:
     answer = strip_markers(text)  # the markers are citations, not words of the answer
     holds = [h.doc_id == gold_doc or _holds(h.text, golds) for h in sources]
-    return dict(em=0.0 if declined else exact_match(answer, golds), f1=0.0 if declined else token_f1(answer, golds),
+    return dict(text=text, em=0.0 if declined else exact_match(answer, golds), f1=0.0 if declined else token_f1(answer, golds),
                 contained=not declined and _holds(answer, golds), declined=declined, seconds=seconds,
                 available=any(holds), model_cited=bool(model_cited),
                 cited_ok=[holds[n - 1] for n in cited], source_cited=any(holds[n - 1] for n in cited),
@@ -256,7 +256,12 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
              "with a citation); citation_recall: answers whose sources hold the answer and that cite such a source.",
              "gold-removed: questions whose gold paragraph was deleted from the index; declined is the share that "
              "decline, declined_by_cut the share the relevance cut declined before generation."]
+    shown = sample[:5]  # what the answers look like: the first questions of the sample, in each RAG row
+    samples = [dict(question=qa.questions[q], gold=qa.answers[q][0],
+                    **{name: rows[name][i]["text"][:120] for name in rows if name.startswith("rag (")})
+               for i, q in enumerate(shown)]
     return dict(suite="rag-qa", title=f"End-to-end RAG QA: {qa.name} ({len(sample)} questions)",
+                tables={"Sample answers": samples} if samples and any(n.startswith("rag (") for n in rows) else {},
                 dataset=dict(set=qa.name, paragraphs=len(qa.corpus), questions=len(qids), sample=len(sample),
                              gold_removed=len(held), removed=len(removed), seed=seed),
                 main_metric="f1", methods=methods, notes=notes,

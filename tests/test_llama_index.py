@@ -3,11 +3,11 @@ methods that really leave the event loop free (real llama-index-core classes, no
 import asyncio
 
 import numpy as np
-import pytest
 
+from tests.conftest import need_module
 from unified_rag.generator import GenerationConfig
 
-li = pytest.importorskip("unified_rag.integrations.llama_index")
+li = need_module("unified_rag.integrations.llama_index")
 
 
 def test_formatted_prompt_skips_the_chat_template(tiny_backbone):
@@ -78,7 +78,7 @@ def test_async_text_embeddings_are_one_batch(rag, monkeypatch):
 def test_llama_index_on_milvus_keeps_the_one_backbone_embedding(rag, tmp_path):
     """LlamaIndex's own Milvus vector store (embedded Milvus Lite), with our embedding: the engine
     holds the vectors, the shared backbone makes them."""
-    pytest.importorskip("llama_index.vector_stores.milvus")
+    need_module("llama_index.vector_stores.milvus")
     from llama_index.core import Document, StorageContext, VectorStoreIndex
     from llama_index.vector_stores.milvus import MilvusVectorStore
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, need_module
 
-ray = pytest.importorskip("ray")
+ray = need_module("ray")
 # Ray warns when an actor pool gets fewer input blocks than actors: then only one actor works.
 pytestmark = pytest.mark.filterwarnings("error:The minimum number of concurrent actors")
 

