@@ -104,6 +104,8 @@ def rag_qa(out: Path = Out, data: Optional[Path] = Data,
            n_questions: int = typer.Option(500, "--n-questions", "-n", help="Questions in the seeded sample."),
            n_unanswerable: int = typer.Option(100, help="Further questions asked after their gold paragraph "
                                               "is deleted from the index."),
+           n_base: Optional[int] = typer.Option(None, "--n-base", help="The base model answers only the first N "
+                                                "questions (it is the slow side). Default: all."),
            k: int = typer.Option(5, "-k", help="Sources retrieved per question."),
            mode: str = typer.Option("hybrid", help="Retrieval mode: dense, sparse or hybrid (the library's default)."),
            max_new_tokens: int = typer.Option(32, help="Answer budget in tokens."),
@@ -122,7 +124,8 @@ def rag_qa(out: Path = Out, data: Optional[Path] = Data,
     if adapter not in ("on", "off", "both"):
         raise typer.BadParameter("use on, off or both", param_hint="--adapter")
     chosen = [x.strip() for x in settings.split(",") if x.strip()]  # names and --set are checked by run_rag_qa
-    for name, v in (("--n-questions", n_questions), ("-k", k), ("--max-new-tokens", max_new_tokens)):
+    for name, v in (("--n-questions", n_questions), ("-k", k), ("--max-new-tokens", max_new_tokens),
+                    ("--n-base", 1 if n_base is None else n_base)):
         if v < 1:
             raise typer.BadParameter("must be at least 1", param_hint=name)
     _quiet(False)
@@ -132,7 +135,7 @@ def rag_qa(out: Path = Out, data: Optional[Path] = Data,
                                      generator_adapter=None if generator_adapter.lower() == "none" else generator_adapter)
     _finish(run_rag_qa(rag, data, qa_set=qa_set, n_questions=n_questions, n_unanswerable=n_unanswerable, k=k,
                        max_new_tokens=max_new_tokens, mode=mode, seed=seed, batch_size=batch_size, adapter=adapter,
-                       settings=chosen), out, seed)
+                       settings=chosen, n_base=n_base), out, seed)
 
 
 @app.command()

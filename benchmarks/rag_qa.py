@@ -166,9 +166,11 @@ def _generator(rag, tuned: bool):
 
 def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 500, n_unanswerable: int = 100,
                k: int = 5, max_new_tokens: int = 32, mode: str = "hybrid", seed: int = 0, batch_size: int = 32,
-               adapter: str = "both", settings=SETTINGS) -> dict:
+               adapter: str = "both", settings=SETTINGS, n_base: int | None = None) -> dict:
     """Index the whole corpus into `rag` (which must be empty), then answer a seeded sample in each
-    setting, with the answer adapter (`adapter` "on"), the base model ("off") or each in turn ("both")."""
+    setting, with the answer adapter (`adapter` "on"), the base model ("off") or each in turn ("both").
+    `n_base`: the base model answers only the first n_base questions of the sample (it writes every
+    token of its budget, so it is the slow side; its rows say how many)."""
     from unified_rag.types import Document
 
     if rag.store.count()[0]:
@@ -196,8 +198,9 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
     generative = [s for s in settings if s not in ("rag-extractive", "gold-removed")]
     for tuned in variants:
         tag = "adapter" if tuned else "base"
+        asked = sample if tuned or n_base is None else sample[:n_base]
         with _generator(rag, tuned) as g:
-            for q in tqdm(sample, desc=f"rag-qa {qa.name} ({tag})", unit="question"):
+            for q in tqdm(asked, desc=f"rag-qa {qa.name} ({tag})", unit="question"):
                 question, golds = qa.questions[q], qa.answers[q]
                 for setting in generative:
                     t = time.perf_counter()
@@ -230,7 +233,8 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
         for tuned in variants:
             tag = "adapter" if tuned else "base"
             with _generator(rag, tuned):
-                for q in tqdm(held, desc=f"rag-qa gold removed ({tag})", unit="question"):
+                asked = held if tuned or n_base is None else held[:n_base]
+                for q in tqdm(asked, desc=f"rag-qa gold removed ({tag})", unit="question"):
                     t = time.perf_counter()
                     ans = rag.answer(qa.questions[q], k=k, max_new_tokens=max_new_tokens, retrieval=mode)
                     rows.setdefault(f"gold-removed ({tag})", []).append(
@@ -244,7 +248,7 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
             methods[name]["metrics"]["declined_by_cut"] = cut.get(name.split("(")[1].rstrip(")"), 0) / len(r)
     notes = [f"{len(sample)} questions drawn with seed {seed} from {len(qids)}; index of all {len(qa.corpus)} "
              f"paragraphs built in {index_s:.0f} s; k={k}, retrieval={mode}, max_new_tokens={max_new_tokens}, "
-             f"relevance cut {rag.min_relevance}.",
+             f"relevance cut {rag.min_relevance}." + (f" The base model answered the first {n_base} of them." if n_base else ""),
              "(adapter): the generator with its answer adapter on; (base): the base model. oracle: the gold "
              "paragraph as the only source; closed-book: no source.",
              "Answers are scored without their [n] markers (SQuAD normalisation, best over the gold strings); a "
@@ -256,7 +260,7 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
              "with a citation); citation_recall: answers whose sources hold the answer and that cite such a source.",
              "gold-removed: questions whose gold paragraph was deleted from the index; declined is the share that "
              "decline, declined_by_cut the share the relevance cut declined before generation."]
-    shown = sample[:5]  # what the answers look like: the first questions of the sample, in each RAG row
+    shown = sample[:min([5] + [len(r) for n, r in rows.items() if n.startswith("rag (")])]  # what answers look like
     samples = [dict(question=qa.questions[q], gold=qa.answers[q][0],
                     **{name: rows[name][i]["text"][:120] for name in rows if name.startswith("rag (")})
                for i, q in enumerate(shown)]
@@ -265,6 +269,6 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
                 dataset=dict(set=qa.name, paragraphs=len(qa.corpus), questions=len(qids), sample=len(sample),
                              gold_removed=len(held), removed=len(removed), seed=seed),
                 main_metric="f1", methods=methods, notes=notes,
-                config=dict(k=k, mode=mode, max_new_tokens=max_new_tokens, min_relevance=rag.min_relevance,
+                config=dict(k=k, mode=mode, max_new_tokens=max_new_tokens, min_relevance=rag.min_relevance, n_base=n_base,
                             embedder=rag.embedder.kind, embedder_fingerprint=rag.embedder.fingerprint,
                             generator_adapter=rag.info()["generator_adapter"], backbone=rag.backbone.name))

@@ -242,8 +242,10 @@ def test_rag_qa_with_and_without_the_adapter(fresh_tiny_backbone, tmp_path):
     b = fresh_tiny_backbone
     rag = UnifiedRAG(b, MeanPoolEmbedder(b, query_instruction=None), generator_adapter=AnswerAdapter(b, lora_r=2))
     r = run_rag_qa(rag, _squad_dir(tmp_path), n_questions=3, n_unanswerable=6, k=2, max_new_tokens=3,
-                   settings=("rag", "oracle", "gold-removed"))
+                   settings=("rag", "oracle", "gold-removed"), n_base=1)
     assert set(r["methods"]) == {f"{s} ({t})" for s in ("rag", "oracle", "gold-removed") for t in ("adapter", "base")}
+    assert r["methods"]["rag (adapter)"]["n"] == 3 and r["methods"]["rag (base)"]["n"] == 1
+    assert len(r["tables"]["Sample answers"]) == 1
     assert r["config"]["generator_adapter"] == rag.generator.adapter.fingerprint
     assert rag.generator.adapter is not None  # the base-model variant was only for its own rows
     assert 0 <= r["methods"]["gold-removed (adapter)"]["metrics"]["declined_by_cut"] <= 1

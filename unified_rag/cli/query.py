@@ -43,6 +43,8 @@ def ask(index_dir: Path = IndexDir, question: str = typer.Argument(..., help="Th
                                         "question instead of generating."),
         min_relevance: Optional[float] = typer.Option(None, help="Cosine a source needs to be used (default: the "
                                                       "embedder's calibrated cut; -1 uses every source)."),
+        generator_adapter: str = typer.Option("auto", help="The generator's answer adapter: auto (the one shipped "
+                                              "for the backbone), none (the base model), a dir or a hub id."),
         stream: bool = typer.Option(True, help="Print as it is generated."), verbose: bool = Verbose):
     """Answer a question from the index, citing numbered sources, or say it cannot."""
     _check_positive(max_new_tokens=max_new_tokens)
@@ -53,7 +55,7 @@ def ask(index_dir: Path = IndexDir, question: str = typer.Argument(..., help="Th
     _quiet(verbose)
     from unified_rag.rag import UnifiedRAG
 
-    rag = UnifiedRAG.load(index_dir)
+    rag = UnifiedRAG.load(index_dir, generator_adapter=None if generator_adapter.lower() == "none" else generator_adapter)
     if min_relevance is not None:
         rag.min_relevance = min_relevance
     if stream and not extractive:
@@ -66,6 +68,8 @@ def ask(index_dir: Path = IndexDir, question: str = typer.Argument(..., help="Th
         ans = rag.answer(question, k=k, max_new_tokens=max_new_tokens, retrieval=mode.value,
                          mode="extractive" if extractive else "generative")
         typer.echo(ans.text)
+    if not ans.answerable and ans.sources:
+        typer.echo("(the model found the answer in none of these sources)")
     if not ans.sources:
         return
     origin = {c.source: c.origin for c in sorted(ans.citations, key=lambda c: c.origin != "model")}
