@@ -287,3 +287,25 @@ def summary(out: Path = typer.Argument(..., parser=path_arg, help="A dir holding
     from .report import summarise
 
     typer.echo(summarise(out))
+
+
+_PASS_THROUGH = dict(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+
+
+@app.command(**_PASS_THROUGH)
+@_friendly
+def throughput(ctx: typer.Context):
+    """Encode tokens/s against the matmul peak, plain HF beside the library, indexing overhead, KV reuse
+    and batch-1 decoding (--decode N). Options: `unified-rag bench throughput --help`."""
+    from .throughput import main
+
+    main(ctx.args)
+
+
+@app.command(**_PASS_THROUGH)
+@_friendly
+def scaleout(ctx: typer.Context):
+    """Corpus encoding on Ray Data against one process. Options: `unified-rag bench scaleout --help`."""
+    from .scaleout import main
+
+    main(ctx.args)

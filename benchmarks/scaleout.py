@@ -55,16 +55,19 @@ def run(n_docs: int = 300, actors: int = 2, model=None, dtype: str = "auto", bat
                        "the wall-time difference; fixed = start-up (Ray, actor model loads) by extrapolation to 0"])
 
 
-def main() -> None:
+PROG = "unified-rag bench scaleout"
+
+
+def main(argv=None) -> None:
     from .report import write
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=300)
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--model", default=None)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("-o", "--out", type=Path, required=True)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     write(run(a.docs, a.actors, a.model, a.dtype), a.out, seed=0)
     print((a.out / "report.md").read_text())
 

@@ -276,8 +276,11 @@ def decode_figures(backbone, n_prompts: int, new_tokens: int = 64, answer_tokens
     return out
 
 
+PROG = "unified-rag bench throughput"
+
+
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="backbone (default: offline SmolLM2-135M-Instruct)")
     ap.add_argument("--embedder", default="mean")
     ap.add_argument("--batch-size", type=int, default=32)

@@ -12,8 +12,15 @@ runner = CliRunner()
 def test_bench_is_mounted():
     r = runner.invoke(app, ["bench", "--help"])
     assert r.exit_code == 0
-    for cmd in ("retrieval", "stsb", "safety", "theoremqa", "bright", "efficiency", "all", "summary"):
+    for cmd in ("retrieval", "stsb", "safety", "theoremqa", "bright", "efficiency", "all", "summary", "rag-qa",
+                "throughput", "scaleout"):
         assert cmd in r.output
+
+
+def test_throughput_and_scaleout_take_their_own_options():
+    for cmd, flag in (("throughput", "--decode"), ("scaleout", "--actors")):
+        r = runner.invoke(app, ["bench", cmd, "--help"])  # their own parser's options, passed through
+        assert r.exit_code == 0 and f"unified-rag bench {cmd}" in r.output and flag in r.output
 
 
 def test_bad_input_is_one_line(tmp_path):
