@@ -140,8 +140,9 @@ def rag_qa(out: Path = Out, data: Optional[Path] = Data,
 
 @app.command()
 @_friendly
-def calibrate(config: Path = typer.Option(Path("trainers/configs/llm2vec-supervised-smollm2.json"), "--config", parser=path_arg,
-                                          help="Trainer config whose held-out pairs (val_examples) to use."),
+def calibrate(config: Optional[Path] = typer.Option(None, "--config", parser=path_arg,
+                                                    help="Trainer config whose held-out pairs (val_examples) to use. "
+                                                    "Default: the shipped adapter's, llm2vec-supervised-smollm2.json."),
               embedder: str = typer.Option("auto", "--embedder", "-e", help="The dense method of the hybrid."),
               out: Path = Out, n_docs: int = typer.Option(2000, help="Passages in the calibration corpus."),
               model: Optional[str] = Model, max_length: int = MaxLen, batch_size: int = Batch,
@@ -149,6 +150,10 @@ def calibrate(config: Path = typer.Option(Path("trainers/configs/llm2vec-supervi
     """Hybrid fusion weight, calibrated on a trainer config's held-out training pairs (no evaluation set)."""
     from .calibration import calibrate_fusion, held_out_set
 
+    if config is None:  # packaged with the trainers, so the default works from an installed wheel too
+        import trainers
+
+        config = Path(trainers.__file__).parent / "configs" / "llm2vec-supervised-smollm2.json"
     ds = held_out_set(config, n_docs=n_docs, seed=seed)
     methods = _setup(embedder, model, dtype, max_length, seed)
     if len(methods) != 1:

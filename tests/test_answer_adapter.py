@@ -217,6 +217,14 @@ def test_training_lowers_the_target_loss_and_saves_a_loadable_adapter(fresh_tiny
     loaded = AnswerAdapter.from_pretrained(tmp_path / "adapter", backbone=make_other(b))
     assert all(v.dtype == torch.float32 for v in loaded.shared_parameters().values())  # cast back on load
     assert (tmp_path / "checkpoints").is_dir()
+    # A run continues from its bf16 adapter dir (init_from), as from a checkpoint, with a fresh optimizer.
+    from trainers.checkpoint import warm_start
+
+    other = AnswerMethod(make_other(b), cfg, Pool(rows))
+    warm_start(other, tmp_path / "adapter")
+    mine, theirs = m.trainable(), other.trainable()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k].detach().to(torch.bfloat16).float(), theirs[k].detach()) for k in mine)
 
 
 def test_rag_qa_scores_rows():

@@ -128,7 +128,7 @@ def test_init_from_starts_from_a_checkpoints_tensors_with_a_fresh_optimizer(fres
     train(warm, warm.cfg, tmp_path / "b", rows)  # zero steps: only the warm start
     now = warm.checkpoint_state()
     assert now.keys() == done.keys() and all(torch.equal(done[k], v) for k, v in now.items())
-    with pytest.raises(InputError, match="not a checkpoint dir"):
+    with pytest.raises(InputError, match="neither a checkpoint dir"):
         bad, _ = _method(b, "llm2vec-pairs", steps=1, init_from=tmp_path / "a")
         train(bad, bad.cfg, tmp_path / "c", rows)
     other, _ = _method(b, "gem-pairs", steps=1, init_from=ckpt)  # another method's tensors do not fit

@@ -7,7 +7,7 @@ L = w_d2q * EBD2Q + w_q2d * EBQ2D (0.8 / 0.2). Stage two: the shared supervised 
 (trainers/contrastive.py: in-batch and optional hard negatives, duplicate positives masked) at the
 paper's temperature 0.02. `validate` scores held-out pairs on both: reconstruction CE and in-batch InfoNCE
 and accuracy. Pairs: any .tsv (id<TAB>query<TAB>passage) or .jsonl with query and passage (or
-response) fields; the offline default is the LLM2Vec-Gen run's responses.jsonl.
+response) fields, such as the responses.jsonl an LLM2Vec-Gen run writes (no default: runs/ is not shipped).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from embedders.birecon import BiReconEmbedder
+from unified_rag.errors import InputError
 
 from .config import LoraTrainConfig, lora_options
 from .contrastive import ContrastiveOptions, ContrastiveStage
@@ -25,7 +26,7 @@ from .run import run_method
 
 
 class BiReconTrainConfig(LoraTrainConfig, ContrastiveOptions):
-    data: list[Path] = [Path("runs/llm2vec-gen-smollm2/responses.jsonl")]  # pairs, for both stages
+    data: list[Path] = []  # (query, response) pairs, for both stages: e.g. an LLM2Vec-Gen run's responses.jsonl
     recon_steps: int = 500
     w_d2q: float = 0.8
     w_q2d: float = 0.2
@@ -74,5 +75,8 @@ class BiReconMethod(Method):
 
 
 def run(cfg: BiReconTrainConfig, out: str | os.PathLike) -> Path:
+    if not cfg.data:
+        raise InputError("birecon trains on (query, response) pairs: give --data, e.g. the responses.jsonl that "
+                         "`unified-rag train llm2vec-gen ... --out runs/llm2vec-gen-smollm2` writes into its run dir")
     rows = subsample(read_pairs(cfg.data), cfg.max_examples, cfg.seed)
     return run_method(cfg, out, "birecon", rows, lambda b: BiReconMethod(b, cfg))

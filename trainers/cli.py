@@ -34,7 +34,7 @@ METHODS = {  # command -> (module, config class)
 # tests/test_cli_hardening.py checks them against the classes.
 DEFAULTS = {m: dict(steps=1000, batch_size=16, grad_accum=1, lr=1e-4, seed=0, save_every=100) for m in METHODS}
 DEFAULTS["llm2vec-gen"].update(steps=3000, lr=5e-4, save_every=50)
-DATA_DEFAULTS = {"birecon": "runs/llm2vec-gen-smollm2/responses.jsonl",
+DATA_DEFAULTS = {"birecon": "none: give an LLM2Vec-Gen run's responses.jsonl",
                  "answer": "../shared/data/rc-train (SQuAD v1.1, NQ and SQuAD 2.0 train)"}
 
 
