@@ -127,7 +127,8 @@ class GenCeiling:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def answers(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool | None = None) -> list[str]:
-        from trainers.llm2vec_gen import generate_responses, text_key
+        from trainers.llm2vec_gen import text_key
+        from unified_rag.generator import generate_responses
 
         from .cache import cache_dir
 

@@ -11,13 +11,14 @@ adapter's training distribution and overrate its dense side (see the constant's 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 from pathlib import Path
 
 import numpy as np
+
+from unified_rag.io import text_hash
 
 from .baselines import Hybrid
 from .data import RetrievalSet
@@ -39,7 +40,7 @@ def held_out_set(config: str | os.PathLike, n_docs: int = 2000, seed: int = 0) -
     val, pool = rows[-n_val:], rows[:-n_val]
 
     def pid(text: str) -> str:
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return text_hash(text)
 
     corpus = {pid(r[2]): r[2] for r in val}
     for r in random.Random(seed).sample(pool, len(pool)):

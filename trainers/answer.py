@@ -13,7 +13,6 @@ title (`is_heldout`), never trained on; `val_examples` of them are scored at eve
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from pathlib import Path
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 from unified_rag.answer_adapter import DECLINE_TEXT, AnswerAdapter
 from unified_rag.errors import InputError
 from unified_rag.generator import Generator
+from unified_rag.io import text_hash
 from unified_rag.sparse import SparseIndex
 from unified_rag.types import Hit
 
@@ -52,7 +52,7 @@ class AnswerTrainConfig(LoraTrainConfig):
 
 def is_heldout(title: str, every: int = 50) -> bool:
     """Whether an article is in the held-out slice: a stable hash of its title, so every run agrees."""
-    return int(hashlib.sha256(title.encode("utf-8")).hexdigest()[:8], 16) % every == 0
+    return int(text_hash(title, 8), 16) % every == 0
 
 
 def normalize(s: str) -> str:
@@ -227,7 +227,7 @@ def heldout_half(title: str) -> str:
     """Held-out articles are split once more, by another hash: "calibration" (the decline bias is fitted
     there) and "report" (bench rag-qa --set rc-heldout answers those), so no figure is scored where a
     setting was chosen."""
-    return "calibration" if int(hashlib.sha256(f"{title}#calibration".encode()).hexdigest()[:8], 16) % 2 else "report"
+    return "calibration" if int(text_hash(f"{title}#calibration", 8), 16) % 2 else "report"
 
 
 @torch.inference_mode()

@@ -96,3 +96,8 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def text_hash(text: str, n: int = 16) -> str:
+    """The first n hex digits of a text's SHA-256: document ids of raw strings, cache keys."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]

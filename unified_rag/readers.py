@@ -8,7 +8,6 @@ A missing path is a user mistake and raises.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from .errors import InputError
+from .io import text_hash
 from .types import Document, check_texts
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def as_documents(items: Iterable[Any]) -> list[Document]:
         docs.extend(read_documents(paths))
     for d in docs:  # raw strings get a content hash as id, so re-adding the same text replaces it
         if d.id is None:
-            d.id = hashlib.sha256(d.text.encode()).hexdigest()[:16]
+            d.id = text_hash(d.text)
     return docs
 
 def texts_as_documents(texts: list, metadata: list[dict] | None = None) -> list[Document]:
