@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from unified_rag.answer_adapter import DECLINE_TEXT, AnswerAdapter
 from unified_rag.errors import InputError
+from unified_rag.batching import pad
 from unified_rag.generator import Generator
 from unified_rag.io import text_hash
 from unified_rag.sparse import SparseIndex
@@ -168,12 +169,8 @@ class AnswerMethod(Method):
         """Logits at the positions that predict target tokens only (the LM head over the whole prompt
         would be a fifth of the compute for nothing), and their labels."""
         examples = [self.example(r) for r in rows]
-        pad = self.backbone.tokenizer.pad_token_id
-        seqs = [x["prompt"] + x["target"] for x in examples]
-        width = max(map(len, seqs))
         dev = self.backbone.device
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=dev)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=dev)
+        ids, mask = pad([x["prompt"] + x["target"] for x in examples], self.backbone.tokenizer.pad_token_id, device=dev)
         rows_i, cols = [], []
         for b, x in enumerate(examples):
             p = len(x["prompt"])

@@ -32,6 +32,7 @@ from pydantic import Field
 
 from embedders.adapters import additive_mask, gem_allowed, positions
 from embedders.gem import GEMEmbedder
+from unified_rag.batching import pad
 
 from .config import LoraTrainConfig, lora_options
 from .contrastive import ContrastiveOptions, ContrastiveStage
@@ -76,15 +77,9 @@ class GEMMethod(Method):
                 seqs.append((ids, []))
                 starts.append(len(ids))
                 ks.append(0)
-        width = max(len(a) + kk + len(b) for (a, b), kk in zip(seqs, ks))
-        B = len(seqs)
-        input_ids = torch.full((B, width), tok.pad_token_id, dtype=torch.long)
-        am = torch.zeros((B, width), dtype=torch.long)
-        special = torch.zeros((B, width), dtype=torch.bool)
+        input_ids, am = pad([a + [tok.pad_token_id] * kk + b for (a, b), kk in zip(seqs, ks)], tok.pad_token_id)
+        special = torch.zeros(input_ids.shape, dtype=torch.bool)
         for i, ((a, b), kk) in enumerate(zip(seqs, ks)):
-            n = len(a) + kk + len(b)
-            input_ids[i, :n] = torch.tensor(a + [tok.pad_token_id] * kk + b)
-            am[i, :n] = 1
             special[i, len(a):len(a) + kk] = True
         dev = self.backbone.device
         return dict(input_ids=input_ids.to(dev), attention_mask=am.to(dev), special_mask=special.to(dev),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from unified_rag.batching import pad
+
 
 def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token CE; `labels` are already aligned with `logits`, -100 = ignored."""
@@ -29,12 +31,10 @@ def cosine_distill(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 
 def prefix_ce(backbone, prefix: torch.Tensor, targets: list[str], max_tokens: int) -> torch.Tensor:
     """Teacher-forced CE of `targets` given soft prefix tokens [B, P, H] fed as inputs_embeds to the
-    same causal LM. Targets are right-padded by hand: the tokenizer's own padding side may be left."""
+    same causal LM. Targets are right-padded (the tokenizer's own padding side may be left)."""
     tok, model = backbone.tokenizer, backbone.model
     rows = [ids[:max_tokens] for ids in tok(targets, add_special_tokens=False)["input_ids"]]
-    width = max(map(len, rows))
-    tgt = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows], device=prefix.device)
-    tmask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=prefix.device)
+    tgt, tmask = pad(rows, tok.pad_token_id, device=prefix.device)
     emb = model.get_input_embeddings()
     P = prefix.shape[1]
     inputs = torch.cat([prefix.to(emb.weight.dtype), emb(tgt)], 1)

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from .backbone import DEFAULT_MODEL, Backbone
+from .batching import pad
 from .errors import InputError, ModelLoadError
 from .io import atomic_write_bytes, atomic_write_json
 from .registry import lookup, names
@@ -111,19 +112,16 @@ class Embedder(torch.nn.Module):
     reuses_kv: bool = False
 
     def collate(self, items: list[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
-        n_sp = self.n_special
-        width = max(len(ids) for ids, _, _ in items) + n_sp
-        pad = self.backbone.tokenizer.pad_token_id
-        B = len(items)
-        input_ids = torch.full((B, width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((B, width), dtype=torch.long)
-        text_mask = torch.zeros((B, width), dtype=torch.bool)
-        special_mask = torch.zeros((B, width), dtype=torch.bool)
+        n_sp, pad_id = self.n_special, self.backbone.tokenizer.pad_token_id
+        # The special tokens' slots follow each row's ids; their input ids are the pad id (embeddings
+        # of the learned rows are spliced in there).
+        input_ids, attention_mask = pad([ids + [pad_id] * n_sp for ids, _, _ in items], pad_id, self.padding_side)
+        width = input_ids.shape[1]
+        text_mask = torch.zeros(input_ids.shape, dtype=torch.bool)
+        special_mask = torch.zeros(input_ids.shape, dtype=torch.bool)
         for i, (ids, n_head, n_text) in enumerate(items):
             n = len(ids) + n_sp
             start = width - n if self.padding_side == "left" else 0
-            input_ids[i, start:start + len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[i, start:start + n] = 1
             text_mask[i, start + n_head:start + n_head + n_text] = True
             special_mask[i, start + len(ids):start + n] = True
         dev = self.backbone.device

@@ -29,6 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backbone import Backbone, cache_kwarg, output_cache
+from .batching import pad
 from .decoding import FirstStepBias, Int8Weights, LeanDecoder, check_int8_matmul, supports
 from .errors import InputError
 from .grounding import markers
@@ -215,8 +216,8 @@ class Generator:
         sample = c.temperature > 0
         width = max(map(len, prompts))
         # Left padding: every row's new tokens start at the same column.
-        kw = dict(input_ids=torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts], device=dev),
-                  attention_mask=torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev),
+        input_ids, attention_mask = pad(prompts, tok.pad_token_id, side="left", device=dev)
+        kw = dict(input_ids=input_ids, attention_mask=attention_mask,
                   max_new_tokens=c.max_new_tokens if max_new_tokens is None else max_new_tokens, do_sample=sample,
                   repetition_penalty=self.repetition_penalty, pad_token_id=tok.pad_token_id,
                   eos_token_id=tok.eos_token_id, use_cache=True)
