@@ -1,4 +1,5 @@
-"""The one padder: every row comes back from the batch through its mask, on either side."""
+"""The one padder (every row comes back from the batch through its mask, on either side) and the one
+atomic folder writer."""
 import pytest
 import torch
 from hypothesis import given
@@ -23,3 +24,24 @@ def test_bad_side_is_refused():
     with pytest.raises(ValueError, match="side"):
         pad([[1]], 0, "middle")
     assert pad([[1, 2]], 0, device=torch.device("cpu"))[0].device.type == "cpu"
+
+
+def test_atomic_dir_moves_whole_or_not_at_all(tmp_path):
+    from unified_rag.io import atomic_dir
+
+    final = tmp_path / "out"
+    with atomic_dir(final) as d:
+        (d / "a.txt").write_text("1")
+        assert not final.exists()  # nothing shows until the block ends
+    assert (final / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(final) as d:
+            (d / "a.txt").write_text("2")
+            raise RuntimeError("killed midway")
+    assert (final / "a.txt").read_text() == "1" and [p.name for p in tmp_path.iterdir()] == ["out"]
+    with atomic_dir(final) as d:  # replace: the new folder wins
+        (d / "b.txt").write_text("3")
+    assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
+    with atomic_dir(final, replace=False) as d:  # keep: whoever finished first wins
+        (d / "c.txt").write_text("4")
+    assert sorted(p.name for p in final.iterdir()) == ["b.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]

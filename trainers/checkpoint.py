@@ -12,9 +12,7 @@ the number of processes and a run resumes on another number (loop.py).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unified_rag.errors import InputError
-from unified_rag.io import atomic_write_json
+from unified_rag.io import atomic_dir, atomic_write_json
 
 from .method import Method
 
@@ -59,20 +57,13 @@ def latest_checkpoint(out: Path) -> Path | None:
 def save_checkpoint(out: Path, step: int, method: Method, opt, keep: int) -> Path:
     """Written to a temp dir and renamed: a run killed mid-save leaves the previous checkpoint usable."""
     root = out / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-    try:
+    final = root / f"step-{step:07d}"
+    with atomic_dir(final) as tmp:
         save_file(method.checkpoint_state(), tmp / "trainable.safetensors")
         tensors, meta = _optimizer_tensors(opt)
         save_file(tensors, tmp / "optimizer.safetensors")
         atomic_write_json(tmp / "optimizer.json", meta)
         atomic_write_json(tmp / "state.json", {"step": step})
-        final = root / f"step-{step:07d}"
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

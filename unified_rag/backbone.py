@@ -11,8 +11,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from functools import cached_property
@@ -22,6 +20,7 @@ from typing import Sequence
 import torch
 
 from .errors import ModelLoadError
+from .io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -150,18 +149,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=False) as tmp:  # another process that finished first keeps its copy
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out)
-        except OSError:  # another process finished first: keep theirs
-            if not (out / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("converted in %.1f s", time.perf_counter() - t0)
 
 
