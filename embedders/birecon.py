@@ -5,8 +5,8 @@ model reconstructs the other side of a (query, passage) pair.
 """
 from __future__ import annotations
 
-import torch
 
+from unified_rag.embedder import last_token
 from unified_rag.errors import ModelLoadError
 
 from .adapters import LoraEmbedder, LoraEmbedderConfig
@@ -29,4 +29,4 @@ class BiReconEmbedder(LoraEmbedder):
 
     def embed_batch(self, batch):
         h = self.hidden(batch)  # the EOS closes every row, so it is the last real token
-        return h[torch.arange(h.shape[0], device=h.device), self.last_index(batch["attention_mask"])].float()
+        return last_token(h, batch["attention_mask"]).float()

@@ -6,6 +6,8 @@ LoRA adapter (MNTP, then SimCSE) is on only while this embedder runs.
 """
 from __future__ import annotations
 
+from unified_rag.embedder import mean_pool
+
 from .adapters import LoraEmbedder, LoraEmbedderConfig, additive_mask, bidirectional_allowed
 
 
@@ -27,6 +29,4 @@ class LLM2VecEmbedder(LoraEmbedder):
         return self.hidden(batch, self.mask(batch["attention_mask"]))
 
     def embed_batch(self, batch):
-        h = self.token_states(batch).float()
-        m = batch["text_mask"].unsqueeze(-1).float()  # the instruction is not pooled
-        return (h * m).sum(1) / m.sum(1).clamp(min=1)
+        return mean_pool(self.token_states(batch).float(), batch["text_mask"])  # the instruction is not pooled

@@ -24,7 +24,7 @@ from unified_rag.errors import InputError
 from unified_rag.generator import SYSTEM_PROMPT, KVPrefix, question_head_ids
 from unified_rag.types import check_texts
 
-from unified_rag.embedder import Embedder, EmbedderConfig
+from unified_rag.embedder import Embedder, EmbedderConfig, last_token, mean_pool
 
 _CHAT = "\x00chat-frame\x00"  # the instruction value that asks frame() for the chat opening
 
@@ -147,8 +147,7 @@ class MeanPoolEmbedder(_PoolingEmbedder):
     kind = "mean"
 
     def pool(self, hidden, batch):
-        m = batch["text_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+        return mean_pool(hidden, batch["text_mask"])
 
 
 class LastTokenEmbedder(_PoolingEmbedder):
@@ -157,5 +156,4 @@ class LastTokenEmbedder(_PoolingEmbedder):
     kind = "last"
 
     def pool(self, hidden, batch):
-        idx = self.last_index(batch["attention_mask"])
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+        return last_token(hidden, batch["attention_mask"])

@@ -39,6 +39,18 @@ WEIGHTS_NAME = "adapter.safetensors"
 RELEVANCE_NAME = "relevance.json"
 
 
+# --- pooling, written once for every embedder --------------------------------------------------------
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `hidden` [B, L, H] over the positions where `mask` [B, L] is set (e.g. the text tokens)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The state of each row's last real token, for either padding side."""
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), Embedder.last_index(attention_mask)]
+
+
 class EmbedderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
