@@ -297,3 +297,12 @@ def test_fit_decline_bias_balances_both_error_kinds():
     assert f["answerable"] == 5 and f["answer_free"] == 4
     halves = {heldout_half(f"Title {i}") for i in range(50)}
     assert halves == {"calibration", "report"}
+
+
+def test_loading_the_same_adapter_again_reuses_it(fresh_tiny_backbone, tmp_path):
+    b = fresh_tiny_backbone
+    AnswerAdapter(b, lora_r=2).save_pretrained(tmp_path / "ans")
+    first = load_answer_adapter(tmp_path / "ans", b)
+    n = sum(p.numel() for p in b.model.parameters())
+    assert load_answer_adapter(str(tmp_path / "ans"), b) is first  # no second injection
+    assert sum(p.numel() for p in b.model.parameters()) == n

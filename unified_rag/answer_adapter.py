@@ -147,4 +147,11 @@ def load_answer_adapter(spec, backbone: Backbone) -> AnswerAdapter | None:
         spec = shipped
     if not Path(spec).exists() and looks_like_hub_id(str(spec)):
         spec = hub_dir(str(spec), "an answer adapter")
-    return AnswerAdapter.from_pretrained(spec, backbone=backbone)
+    # Loading the same files again (every UnifiedRAG.load does) reuses the adapter already injected
+    # into this backbone's model, rather than injecting another copy of its LoRA.
+    loaded = backbone.__dict__.setdefault("_answer_adapters", {})
+    weights = Path(spec) / WEIGHTS_NAME
+    key = (str(Path(spec).resolve()), weights.stat().st_mtime_ns if weights.is_file() else None)
+    if key not in loaded:
+        loaded[key] = AnswerAdapter.from_pretrained(spec, backbone=backbone)
+    return loaded[key]
