@@ -295,6 +295,11 @@ def test_fit_decline_bias_balances_both_error_kinds():
     assert bias == pytest.approx(2.75)
     assert (f["false_decline"], f["missed_decline"]) == (pytest.approx(0.4), 0.0)
     assert (f["false_decline_at_0"], f["missed_decline_at_0"]) == (pytest.approx(0.2), pytest.approx(0.75))
+    # With false declines held within 20%, the bias must stay below 2 (where the answerable -2 would
+    # decline too); the fewest missed declines below it come at 1.75 (between -2 and -1.5): 1 of 4 missed.
+    bias, f = fit_decline_bias(ans + free, max_false_decline=0.2)
+    assert bias == pytest.approx(1.75) and f["false_decline"] == pytest.approx(0.2)
+    assert f["missed_decline"] == pytest.approx(0.25)
     assert f["answerable"] == 5 and f["answer_free"] == 4
     halves = {heldout_half(f"Title {i}") for i in range(50)}
     assert halves == {"calibration", "report"}

@@ -216,3 +216,28 @@ def test_cli_end_to_end(tmp_path):
     for bad in (("search", "nope", "q"), ("search", "idx", "q", "-k", "0"), ("index", "missing.txt", "--out", "x")):
         r = cli(*bad)
         assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr, r.stderr
+
+
+def test_the_shipped_answer_adapter_answers_cites_and_declines(smol):
+    """The default pipeline generates with the shipped answer adapter: a short answer that cites the
+    source holding it, written by the model itself; a decline when no source holds the answer; and
+    the embedder's vectors and the base model's generation untouched by it."""
+    from unified_rag import Generator
+
+    rag = UnifiedRAG.from_pretrained(smol)
+    assert rag.generator.adapter is not None and rag.generator.adapter.config.lora_layers
+    before = rag.embedder.encode(["Mars has two moons."])
+    rag.add_texts(["The Seine is a river that flows through Paris before it reaches the English Channel.",
+                   "Mars has two small moons, Phobos and Deimos, discovered by Asaph Hall in 1877.",
+                   "The Great Wall of China was built over many centuries to protect against invasions."])
+    ans = rag.answer("Who discovered the moons of Mars?", k=3, min_relevance=None, max_new_tokens=24)
+    assert ans.answerable and "Hall" in ans.text, ans.text
+    assert ans.citations and {c.origin for c in ans.citations} == {"model"}
+    assert all("Mars" in ans.sources[n - 1].text for n in ans.cited), (ans.text, [h.text for h in ans.sources])
+    no = rag.answer("Who wrote the novel Pride and Prejudice?", k=3, min_relevance=None, max_new_tokens=24)
+    assert not no.answerable and no.sources and no.text.startswith("I cannot answer"), no.text
+    assert np.array_equal(rag.embedder.encode(["Mars has two moons."]), before)
+    base = Generator(smol).complete("2 + 2 =", max_new_tokens=4)
+    with rag.generator.adapter.active():
+        pass  # switching it on and off leaves nothing behind
+    assert Generator(smol).complete("2 + 2 =", max_new_tokens=4) == base

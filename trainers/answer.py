@@ -250,9 +250,11 @@ def decline_margins(adapter: AnswerAdapter, rows: list[dict], pool: Pool, cfg: A
     return out
 
 
-def fit_decline_bias(margins: list[dict]) -> tuple[float, dict]:
+def fit_decline_bias(margins: list[dict], max_false_decline: float | None = None) -> tuple[float, dict]:
     """The bias that minimises false declines (answerable) plus missed declines (answer-free), the two
-    error kinds weighted alike; ties go to the bias nearest 0. Returns it and both error rates at it."""
+    error kinds weighted alike; or, with `max_false_decline`, the fewest missed declines among the
+    biases whose false-decline rate stays within it. Ties go to the bias nearest 0. Returns it and
+    both error rates at it."""
     import numpy as np
 
     ans = np.array([m["margin"] for m in margins if m["answerable"]])
@@ -265,7 +267,11 @@ def fit_decline_bias(margins: list[dict]) -> tuple[float, dict]:
     def errors(b):
         return float(np.mean(ans + b > 0)), float(np.mean(free + b <= 0))
 
-    best = min(candidates, key=lambda b: (sum(errors(b)), abs(b)))
+    if max_false_decline is None:
+        best = min(candidates, key=lambda b: (sum(errors(b)), abs(b)))
+    else:
+        allowed = [b for b in candidates if errors(b)[0] <= max_false_decline] or [min(candidates)]
+        best = min(allowed, key=lambda b: (errors(b)[1], abs(b)))
     false_decline, missed = errors(best)
     base = errors(0.0)
     return float(best), dict(false_decline=false_decline, missed_decline=missed, false_decline_at_0=base[0],
@@ -273,9 +279,11 @@ def fit_decline_bias(margins: list[dict]) -> tuple[float, dict]:
 
 
 def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: int = 300,
-              backbone=None) -> dict:
+              backbone=None, max_false_decline: float | None = 0.15) -> dict:
     """Fit the adapter's decline bias on the calibration half of the held-out articles and write it into
-    its answer_config.json (atomically), with the figures in calibration.json beside it."""
+    its answer_config.json (atomically), with the figures and every margin in calibration.json beside
+    it. Default rule: the fewest missed declines while false declines stay within 15% (None: the two
+    error kinds weighted alike)."""
     import json
 
     from unified_rag.answer_adapter import CONFIG_NAME
@@ -289,13 +297,14 @@ def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: in
     sample = subsample(held, n_rows, cfg.seed + 2)
     adapter = AnswerAdapter.from_pretrained(adapter_dir, backbone=backbone or load_backbone(cfg))
     margins = decline_margins(adapter, sample, Pool(rows), cfg)
-    bias, figures = fit_decline_bias(margins)
+    bias, figures = fit_decline_bias(margins, max_false_decline)
     path = Path(adapter_dir) / CONFIG_NAME
     config = json.loads(path.read_text())
     config["decline_bias"] = round(bias, 4)
     atomic_write_json(path, config)
-    report = dict(decline_bias=round(bias, 4), questions=len(sample), **figures,
-                  rows="rc-train held-out articles, calibration half (trainers/answer.py heldout_half)")
+    report = dict(decline_bias=round(bias, 4), questions=len(sample), max_false_decline=max_false_decline, **figures,
+                  rows="rc-train held-out articles, calibration half (trainers/answer.py heldout_half)",
+                  margins=[dict(answerable=m["answerable"], margin=round(m["margin"], 4)) for m in margins])
     atomic_write_json(Path(adapter_dir) / "calibration.json", report)
     return report
 

@@ -138,6 +138,9 @@ def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="
                      config: Optional[Path] = typer.Option(None, "--config", "-c", parser=path_arg,
                                                            help="The run's config (data, sources per example, seed)."),
                      rows: int = typer.Option(300, help="Held-out questions to fit on (each with and without its gold)."),
+                     max_false_decline: float = typer.Option(0.15, help="The share of answerable questions the bias "
+                                                             "may decline; within it, the fewest missed declines. "
+                                                             "A negative value: weigh both errors alike instead."),
                      model: Optional[str] = typer.Option(None, help="Backbone (default: SmolLM2-135M-Instruct).")):
     """Fit the answer adapter's decline bias on held-out questions and write it into its config."""
     from unified_rag.cli.checks import _check_file, _check_positive, _quiet
@@ -149,5 +152,6 @@ def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="
     _quiet(False)
     from trainers.answer import AnswerTrainConfig, calibrate
 
-    report = calibrate(adapter, AnswerTrainConfig.from_file(config, model=model), n_rows=rows)
-    typer.echo(json.dumps(report, indent=2))
+    report = calibrate(adapter, AnswerTrainConfig.from_file(config, model=model), n_rows=rows,
+                       max_false_decline=None if max_false_decline < 0 else max_false_decline)
+    typer.echo(json.dumps({k: v for k, v in report.items() if k != "margins"}, indent=2))
