@@ -46,8 +46,8 @@ class AnswerTrainConfig(LoraTrainConfig):
     max_length: int = 1024  # prompt + target tokens; longer examples are dropped
     heldout_every: int = 50  # one article in this many is held out (by title hash)
     decline_text: str = DECLINE_TEXT
-    # LoRA on these decoder layers only (None: all). The top half of SmolLM2's 30 trains 1.6x faster
-    # than all 30 on the 2-core CPU, since backpropagation stops at the lowest adapted layer.
+    # LoRA on these decoder layers only (None: all). Backpropagation stops at the lowest adapted layer,
+    # so the top half of SmolLM2's 30 trains faster (benchmarks/experiments/cpu-2core/answer/step_time.py).
     lora_layers: list[int] | None = None
 
 
