@@ -89,9 +89,9 @@ def squad_rag_set(data=None) -> QASet:
 def rc_heldout_set(data=None) -> QASet:
     """The answerable questions of rc-train's held-out articles (never trained on: trainers/answer.py),
     over the paragraphs of those articles; the report half only (the other half calibrates the decline bias)."""
-    from trainers.answer import AnswerTrainConfig, heldout_half, split_rows
+    from trainers.answer import RC_FILES, AnswerTrainConfig, heldout_half, split_rows
 
-    cfg = AnswerTrainConfig(data=[Path(data) / f for f in _rc_files()] if data else [])
+    cfg = AnswerTrainConfig(data=[Path(data) / f for f in RC_FILES] if data else [])
     _, _, held = split_rows(cfg)
     held = [r for r in held if heldout_half(r["title"]) == "report"]
     corpus, ids = {}, {}
@@ -101,12 +101,6 @@ def rc_heldout_set(data=None) -> QASet:
     rows = [r for r in held if not r.get("is_impossible")]
     return QASet("rc-heldout", corpus, {r["id"]: r["question"] for r in rows},
                  {r["id"]: [a for a in r["answers"] if a.strip()] for r in rows}, {r["id"]: ids[r["context"]] for r in rows})
-
-
-def _rc_files():
-    from trainers.answer import RC_FILES
-
-    return RC_FILES
 
 
 QA_SETS = {"squad-rag": squad_rag_set, "rc-heldout": rc_heldout_set}

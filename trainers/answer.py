@@ -106,9 +106,10 @@ class Pool:
         self.norm = [None] * len(self.texts)  # normalised texts, filled on demand
 
     def holds(self, i: int, golds: list[str]) -> bool:
+        """Whether paragraph i holds any of `golds`, which are already normalised."""
         if self.norm[i] is None:
             self.norm[i] = normalize(self.texts[i])
-        return any(g and g in self.norm[i] for g in map(normalize, golds))
+        return any(g and g in self.norm[i] for g in golds)
 
 
 def make_example(r: dict, pool: Pool, gen: Generator, cfg: AnswerTrainConfig, rng: random.Random) -> dict:
@@ -120,8 +121,10 @@ def make_example(r: dict, pool: Pool, gen: Generator, cfg: AnswerTrainConfig, rn
     k = rng.randint(cfg.min_sources, cfg.max_sources)
     side = is_heldout(r["title"], cfg.heldout_every)
 
+    normalized = [normalize(a) for a in golds]  # once per question, not once per candidate paragraph
+
     def usable(i: int) -> bool:  # an answer-free paragraph from the same side of the split
-        return i != gold and is_heldout(pool.title[i], cfg.heldout_every) == side and not pool.holds(i, golds)
+        return i != gold and is_heldout(pool.title[i], cfg.heldout_every) == side and not pool.holds(i, normalized)
 
     same = [i for i in pool.by_article[r["title"]] if usable(i)]
     near = [int(i) for i in pool.bm25.search(r["question"], cfg.bm25_depth)[0] if usable(int(i))]
