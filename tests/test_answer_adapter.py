@@ -225,6 +225,10 @@ def test_training_lowers_the_target_loss_and_saves_a_loadable_adapter(fresh_tiny
     mine, theirs = m.trainable(), other.trainable()
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k].detach().to(torch.bfloat16).float(), theirs[k].detach()) for k in mine)
+    # ... and the run's record hashes that adapter file, so a resume with another init is refused.
+    from trainers.run_info import _data_files
+
+    assert _data_files(cfg.model_copy(update={"init_from": tmp_path / "adapter"})) == [tmp_path / "adapter" / "adapter.safetensors"]
 
 
 def test_rag_qa_scores_rows():

@@ -44,6 +44,18 @@ def test_batches_are_a_function_of_position_only():
     assert subsample(list(range(10)), 4, 0) == subsample(list(range(10)), None, 0)[:4]
 
 
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    from trainers.config import TrainConfig
+    from trainers.loop import lr_scale
+
+    flat = TrainConfig(steps=100, warmup_steps=10)
+    assert [lr_scale(flat, s) for s in (0, 4, 9, 50, 99)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    cos = TrainConfig(steps=100, warmup_steps=10, lr_decay="cosine", min_lr_ratio=0.1)
+    scales = [lr_scale(cos, s) for s in range(100)]
+    assert scales[9] == 1.0 and abs(scales[99] - 0.1) < 1e-12 and abs(scales[54] - 0.55) < 0.01
+    assert all(a >= b for a, b in zip(scales[9:], scales[10:]))  # never rises after warmup
+
+
 def test_optimizer_state_round_trips_without_pickle():
     p = torch.nn.Parameter(torch.randn(3))
     opt = torch.optim.AdamW([{"params": [p], "lr": 0.1, "name": "x"}])

@@ -74,13 +74,17 @@ def warm_start(method: Method, path: Path) -> None:
     adapter dir the run wrote (adapter.safetensors, bf16 where it was shipped so: the form a run that
     must continue later commits). Same method, same trainable shapes (load_checkpoint_state refuses
     anything else); the optimizer starts afresh."""
-    file = path / "trainable.safetensors"
-    if not file.is_file() and (path / "adapter.safetensors").is_file():
-        file = path / "adapter.safetensors"
-    if not file.is_file():
-        raise InputError(f"init_from: {path} is neither a checkpoint dir (trainable.safetensors) nor an adapter "
-                         "dir (adapter.safetensors); give a run's checkpoints/step-N or its adapter")
-    method.load_checkpoint_state(load_file(file))
+    method.load_checkpoint_state(load_file(init_file(path)))
+
+
+def init_file(path: Path) -> Path:
+    """The tensor file `init_from` names: a checkpoint's trainable.safetensors or an adapter.safetensors."""
+    path = Path(path)
+    for name in ("trainable.safetensors", "adapter.safetensors"):
+        if (path / name).is_file():
+            return path / name
+    raise InputError(f"init_from: {path} is neither a checkpoint dir (trainable.safetensors) nor an adapter "
+                     "dir (adapter.safetensors); give a run's checkpoints/step-N or its adapter")
 
 
 def load_checkpoint(path: Path, method: Method, opt) -> int:

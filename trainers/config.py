@@ -5,7 +5,9 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, NonNegativeInt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 # Config fields that may change when a run is resumed: they do not alter the steps already taken.
 # dtype and bf16 may change too: a run started on a CPU where bf16 is slow can continue on one where
@@ -26,6 +28,10 @@ class TrainConfig(BaseModel):
     grad_accum: int = 1
     lr: float = 1e-4
     warmup_steps: int = 0
+    # After warmup: "constant", or "cosine" from lr down to lr x min_lr_ratio at the last step. A short
+    # run settles better with the decay; a run that may be continued later stays constant.
+    lr_decay: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     max_length: int = 128  # tokens per training text

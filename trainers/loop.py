@@ -17,6 +17,7 @@ process shares, so a run resumes on another number of processes when W*b stays t
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import shutil
@@ -62,6 +63,17 @@ def _batch(n: int, position: int, size: int, seed: int) -> list[int]:
             cache[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
         out.append(cache[epoch][p % n])
     return out
+
+
+def lr_scale(cfg: TrainConfig, step: int) -> float:
+    """The factor on each group's lr at (0-based) optimizer step `step`: linear warmup, then constant or cosine."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_decay == "constant":
+        return 1.0
+    span = max(1, cfg.steps - 1 - cfg.warmup_steps)
+    t = min(1.0, max(0, step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def _seed_for(cfg: TrainConfig, micro: int, rank: int) -> int:
@@ -158,7 +170,7 @@ def _loop(s: LoopState) -> None:
     cfg, acc = s.cfg, s.acc
     world, rank = acc.num_processes, acc.process_index
     for step in s.bar:
-        scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        scale = lr_scale(cfg, step)
         for g, lr in zip(s.opt.param_groups, s.base_lrs):
             g["lr"] = lr * scale
         totals: dict[str, float] = {}

@@ -12,6 +12,7 @@ import torch
 from unified_rag.errors import InputError
 from unified_rag.io import atomic_write_json, sha256_file
 
+from .checkpoint import init_file
 from .config import RESUMABLE_CHANGES, TrainConfig
 
 
@@ -19,7 +20,7 @@ def _data_files(cfg: TrainConfig) -> list[Path]:
     """Every file a run reads (texts, pairs, BEIR dirs' files), for the hashes a resume must match."""
     paths = [Path(p) for p in [*cfg.data, *getattr(cfg, "pairs", [])]]
     if cfg.init_from is not None:
-        paths.append(Path(cfg.init_from) / "trainable.safetensors")
+        paths.append(init_file(cfg.init_from))
     return [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])]
 
 
