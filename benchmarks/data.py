@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import gzip
 import hashlib
 import json
 import os
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from unified_rag import io
 from unified_rag.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,13 +84,7 @@ def _need(path: Path) -> Path:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    path = _need(Path(path))
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        try:
-            return [json.loads(line) for line in f if line.strip()]
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path} is not JSON lines: {e}") from None
+    return io.read_jsonl(_need(Path(path)))
 
 
 def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:

@@ -163,3 +163,17 @@ def test_garbage_adapter_file_is_a_model_load_error(tiny_backbone, tmp_path):
     (tmp_path / "adapter" / "embedder_config.json").write_text('{"kind": "mean", "max_length": "many"}')
     with pytest.raises(ModelLoadError, match="not a valid embedder config"):
         Embedder.from_pretrained(tmp_path / "adapter", backbone=tiny_backbone)
+
+
+def test_one_jsonl_reader_names_the_bad_line_or_drops_it(tmp_path):
+    import gzip
+
+    from unified_rag.io import read_jsonl
+
+    f = tmp_path / "rows.jsonl.gz"
+    f.write_bytes(gzip.compress(b'{"id": "a"}\n\n[1, 2]\n{"id": "b"}\n{"id": "c", "tor'))
+    with pytest.raises(InputError, match=r"rows\.jsonl\.gz:3 is not a JSON object"):
+        read_jsonl(f)
+    assert [r["id"] for r in read_jsonl(f, strict=False)] == ["a", "b"]  # the list and the torn line dropped
+    with pytest.raises(InputError, match="not found"):
+        read_jsonl(tmp_path / "missing.jsonl")

@@ -179,11 +179,16 @@ def test_leftovers_of_killed_saves_are_removed(rag, tmp_path):
     (dead_tmp / OWNED).write_text("x")
     (dead_tmp / "index.faiss").write_bytes(b"\0" * 10)
     (path / (".tmp-urag-" + "1" * 32)).mkdir()  # killed between mkdir and the marker
+    (path / (".v-20240101T000000-aaaaaaaaaaab.tmp-" + "2" * 32)).mkdir()  # the same, named by today's atomic_dir
+    kept = path / (".notes.tmp-" + "3" * 32)  # a look-alike save() never makes: left alone
+    kept.mkdir()
     dead_version = path / "v-20240101T000000-aaaaaaaaaaaa"  # renamed into place, manifest not yet swapped
     dead_version.mkdir()
     (dead_version / OWNED).write_text("x")
     rag.save(path)
-    assert len(versions(path)) == 1 and versions(path)[0] != old and leftovers(path) == []
+    assert versions(path)[0] != old and kept.is_dir()
+    kept.rmdir()
+    assert len(versions(path)) == 1 and leftovers(path) == []
 
 
 def test_an_index_of_an_older_unified_rag_is_cleaned_on_save(rag, tmp_path, tiny_backbone):

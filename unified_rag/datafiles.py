@@ -9,8 +9,6 @@ skipped; it never fails the read.
 """
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import warnings
 from pathlib import Path
@@ -19,35 +17,10 @@ from typing import Sequence
 import torch
 
 from unified_rag.errors import InputError
+from unified_rag.io import json_object, read_lines
 
 TEXT_KEYS = ("text", "query", "contents")
 PASSAGE_KEYS = ("positive", "passage", "response", "document")
-
-
-def _lines(path: Path) -> list[str]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"data file not found: {path}") from None
-    except OSError as e:
-        raise InputError(f"cannot read data file {path}: {e.strerror}") from None
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise InputError(f"{path} is not a valid gzip file: {e}") from None
-    try:
-        return raw.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text") from None
-
-
-def _json_object(line: str) -> dict | None:
-    try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _text(obj: dict, keys: Sequence[str]) -> str | None:
@@ -74,7 +47,7 @@ def _kind(path: Path) -> str:
 def _read_rows(path: Path, parse, optional_last: bool = False) -> list[tuple]:
     """`parse(line, n)` -> a row of strings or None; good rows are stripped, bad ones reported once."""
     rows, bad = [], []
-    for n, line in enumerate(_lines(path), 1):
+    for n, line in enumerate(read_lines(path), 1):
         row = parse(line, n)
         if row is None or not _ok(row, optional_last):
             bad.append(n)
@@ -95,7 +68,7 @@ def _read_text_file(path: Path) -> list[tuple[str, str]]:
 
     def parse(line: str, n: int):
         if kind == ".jsonl":
-            obj = _json_object(line)
+            obj = json_object(line)
             return None if obj is None else (_row_id(obj, path, n), _text(obj, TEXT_KEYS))
         if kind == ".tsv":
             parts = line.split("\t")
@@ -113,7 +86,7 @@ def _read_pair_file(path: Path) -> list[tuple[str, str, str, str]]:
 
     def parse(line: str, n: int):
         if kind == ".jsonl":
-            obj = _json_object(line)
+            obj = json_object(line)
             negative = obj.get("negative") if obj is not None and obj.get("negative") is not None else ""
             return None if obj is None else (_row_id(obj, path, n), obj.get("query"), _text(obj, PASSAGE_KEYS), negative)
         parts = line.split("\t")
@@ -126,8 +99,8 @@ def _read_beir_train(root: Path) -> list[tuple[str, str, str, str]]:
     """Every judged (query, document) of a BEIR dir's qrels/train.tsv with score > 0."""
     def table(name: str) -> dict[str, str]:
         out = {}
-        for line in _lines(root / name):
-            obj = _json_object(line)
+        for line in read_lines(root / name):
+            obj = json_object(line)
             if obj is not None and isinstance(obj.get("_id"), str):
                 text = " ".join(x for x in (obj.get("title"), obj.get("text")) if isinstance(x, str) and x.strip())
                 if text:
@@ -135,7 +108,7 @@ def _read_beir_train(root: Path) -> list[tuple[str, str, str, str]]:
         return out
 
     corpus, queries, rows, bad = table("corpus.jsonl"), table("queries.jsonl"), [], []
-    for n, line in enumerate(_lines(root / "qrels" / "train.tsv"), 1):
+    for n, line in enumerate(read_lines(root / "qrels" / "train.tsv"), 1):
         parts = line.split("\t")
         if n == 1 and parts[0] == "query-id":
             continue

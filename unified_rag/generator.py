@@ -33,6 +33,7 @@ from .batching import pad
 from .decoding import FirstStepBias, Int8Weights, LeanDecoder, check_int8_matmul, supports
 from .errors import InputError
 from .grounding import markers
+from .io import read_jsonl
 from .types import Hit
 
 SYSTEM_PROMPT = ("You answer questions using only the numbered sources given. Cite the sources you use "
@@ -348,19 +349,6 @@ def cited_numbers(text: str, n_sources: int) -> list[int]:
 
 
 # --- cached batched responses: the backbone's own answers to many prompts, kept in a JSONL file ----------
-def _read_jsonl_cache(path: Path) -> dict[str, dict]:
-    """A killed writer can leave a torn last line; it is simply regenerated."""
-    done = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-                done[row["id"]] = row
-            except (ValueError, KeyError, TypeError):
-                continue
-    return done
-
-
 @torch.inference_mode()
 def generate_responses(backbone, rows: list[tuple[str, str]], cache: str | os.PathLike, *, max_new_tokens: int = 64,
                        batch_size: int = 32, repetition_penalty: float = 1.1, progress: bool = True) -> list[dict]:
@@ -369,7 +357,7 @@ def generate_responses(backbone, rows: list[tuple[str, str]], cache: str | os.Pa
 
     cache = Path(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_jsonl_cache(cache)
+    done = {row["id"]: row for row in read_jsonl(cache, strict=False) if "id" in row} if cache.is_file() else {}
     todo = [(i, q) for i, q in rows if done.get(i, {}).get("query") != q]
     if todo:
         logging.getLogger(__name__).info("generating %d responses (%d cached)", len(todo), len(rows) - len(todo))

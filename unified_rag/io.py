@@ -1,14 +1,17 @@
-"""Small file helpers: atomic writes and hashes. A killed process never leaves a half-written file."""
+"""Small file helpers: atomic writes, hashes and the one JSON-lines reader. A killed process never
+leaves a half-written file."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import InputError
 
@@ -44,16 +47,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 @contextmanager
-def atomic_dir(final: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
-    """A temp folder beside `final` to fill inside the block, renamed to `final` in one step when the
-    block ends without error, and removed otherwise: `final` is never seen half-written.
+def atomic_dir(final: str | os.PathLike, *, replace: bool = True,
+               remove: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """A temp folder beside `final` (`.<name>.tmp-<32 hex>`) to fill inside the block; when the block
+    ends without error its files and folders are synced and it is renamed to `final` in one step, and
+    otherwise removed: `final` is never seen half-written, nor lost to a power cut after the rename.
     replace=True: a `final` already there is replaced. replace=False: one that appeared meanwhile
-    (another process finished first) is kept, and this one dropped."""
+    (another process finished first) is kept, and this one dropped. `remove(tmp)`: how a failed
+    block's folder is deleted (default: rmtree), for callers whose cleanup must survive a kill midway."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex}"
+    tmp.mkdir(mode=0o777)  # the umask applies, as to any folder (mkdtemp would give 0700)
     try:
         yield tmp
+        for p in sorted(tmp.rglob("*"), reverse=True):  # files before the folders that hold them
+            if p.is_symlink():
+                continue
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+            elif p.is_dir():
+                _fsync_dir(p)
+        _fsync_dir(tmp)
         if replace:
             shutil.rmtree(final, ignore_errors=True)
         try:
@@ -63,7 +79,8 @@ def atomic_dir(final: str | os.PathLike, *, replace: bool = True) -> Iterator[Pa
                 raise
         _fsync_dir(final.parent)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            (remove or (lambda d: shutil.rmtree(d, ignore_errors=True)))(tmp)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -126,3 +143,49 @@ def sha256_file(path: str | os.PathLike) -> str:
 def text_hash(text: str, n: int = 16) -> str:
     """The first n hex digits of a text's SHA-256: document ids of raw strings, cache keys."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+# --- reading: one reader of text lines and JSON lines for every caller --------------------------------
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """A UTF-8 text file's lines (gzip when it ends in .gz); InputError naming the file otherwise."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"data file not found: {path}") from None
+    except OSError as e:
+        raise InputError(f"cannot read data file {path}: {e.strerror}") from None
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise InputError(f"{path} is not a valid gzip file: {e}") from None
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+
+
+def json_object(line: str) -> dict | None:
+    """The JSON object on a line, or None for anything else (invalid JSON, a list, nesting too deep)."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def read_jsonl(path: str | os.PathLike, *, strict: bool = True) -> list[dict]:
+    """Every object of a .jsonl(.gz) file, blank lines skipped. strict: a bad line is an InputError naming
+    it; otherwise it is dropped (a cache whose writer was killed mid-line regenerates that row)."""
+    rows = []
+    for n, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        obj = json_object(line)
+        if obj is None:
+            if strict:
+                raise InputError(f"{path}:{n} is not a JSON object; the file must hold one object per line")
+            continue
+        rows.append(obj)
+    return rows

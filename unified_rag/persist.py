@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from .chunking import ChunkConfig
 from .errors import IndexLoadError, IndexLockedError
 from .vectors import IndexConfig, index_file, save_index
-from .io import _fsync_dir, atomic_write_json, sha256_file
+from .io import atomic_dir, atomic_write_json, sha256_file
 from .store import DocStore
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ LOCK = ".unified-rag.lock"  # writers (save) hold it; readers (load) never touch
 OWNED = ".unified-rag-owned"  # written first into every folder save() makes; cleanup deletes only those
 _OWNED_TEXT = "unified-rag: made by save(); removed once manifest.json no longer names this folder\n"
 _VERSION_RE = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{6}(?:[0-9a-f]{6})?")  # 6 hex: names of unified-rag <= 0.2
-_TMP_RE = re.compile(r"\.tmp-urag-[0-9a-f]{32}")
+# atomic_dir's temp folders; `.tmp-urag-<hex>`: those of unified-rag <= 0.3
+_TMP_RE = re.compile(r"\.(?:tmp-urag-|v-\d{8}T\d{6}-[0-9a-f]{12}\.tmp-)[0-9a-f]{32}")
 _MANIFEST_TMP_RE = re.compile(re.escape(MANIFEST) + r"\.[a-z0-9_]{8}\.tmp")  # atomic_write_bytes' mkstemp
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -235,9 +236,7 @@ def write_version(rag, path: Path, generation: int) -> Manifest:
     manifest (the commit point) atomically and remove what is no longer named. Hold the lock."""
     previous = _named_version(path)
     version = f"v-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
-    tmp = path / f".tmp-urag-{uuid.uuid4().hex}"
-    tmp.mkdir(mode=0o777)  # the umask applies, as to any folder (mkdtemp would give 0700)
-    try:
+    with atomic_dir(path / version, replace=False, remove=_remove_owned) as tmp:
         (tmp / OWNED).write_text(_OWNED_TEXT)  # first, so that cleanup knows the folder is ours
         save_index(rag.index, tmp)
         rag.store.save_to(tmp / "store.sqlite")
@@ -245,17 +244,8 @@ def write_version(rag, path: Path, generation: int) -> Manifest:
         files, sizes = {}, {}
         for p in sorted(tmp.rglob("*")):
             if p.is_file() and p != tmp / OWNED:
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
                 rel = f"{version}/{p.relative_to(tmp).as_posix()}"
                 files[rel], sizes[rel] = sha256_file(p), p.stat().st_size
-        for d in [*(p for p in tmp.rglob("*") if p.is_dir()), tmp]:
-            _fsync_dir(d)
-        os.replace(tmp, path / version)
-        _fsync_dir(path)
-    except BaseException:
-        _remove_owned(tmp)
-        raise
     n_docs, n_chunks = rag.store.count()
     manifest = Manifest(format_version=FORMAT_VERSION, library_version=library_version(),
                         backbone=rag.backbone.name, backbone_fingerprint=rag.backbone.fingerprint,

@@ -8,7 +8,6 @@ A missing path is a user mistake and raises.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import stat
@@ -19,7 +18,7 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from .errors import InputError
-from .io import text_hash
+from .io import json_object, text_hash
 from .types import Document, check_texts
 
 log = logging.getLogger(__name__)
@@ -81,8 +80,11 @@ def _jsonl_documents(path: Path, text: str, bad: list[str]) -> list[Document]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        row = json_object(line)
+        if row is None:
+            bad.append(f"{path}:{n} (not a JSON object)")
+            continue
         try:
-            row = json.loads(line)
             body = row.get("text") or row.get("contents") or ""
             title = row.get("title") or ""
             doc_id = row.get("_id", row.get("id", row.get("docid")))
