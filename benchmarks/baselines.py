@@ -90,13 +90,23 @@ class SentenceTransformerEmbedder:
             h.update(n.encode() + flat[:: max(1, flat.numel() // 4096)].cpu().numpy().tobytes())
         return h.hexdigest()[:16]
 
+    reuses_kv = False  # the pipeline's TextEncoder protocol (unified_rag.embedder)
+
     def encode(self, texts, *, instruction: str | None = None, batch_size: int = 32, normalize: bool = True,
-               show_progress_bar: bool | None = None) -> np.ndarray:
+               show_progress_bar: bool | None = None, warn_truncation: bool = True, on_batch=None) -> np.ndarray:
+        """sentence-transformers truncates at max_seq_length silently (warn_truncation has no effect);
+        `on_batch(n)` is called once, for all n texts."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
             raise InputError("encode() needs non-empty texts")
-        return self.model.encode(texts, prompt=instruction, batch_size=batch_size, normalize_embeddings=normalize,
-                                 convert_to_numpy=True, show_progress_bar=bool(show_progress_bar)).astype(np.float32)
+        out = self.model.encode(texts, prompt=instruction, batch_size=batch_size, normalize_embeddings=normalize,
+                                convert_to_numpy=True, show_progress_bar=bool(show_progress_bar)).astype(np.float32)
+        if on_batch is not None:
+            on_batch(len(texts))
+        return out
+
+    def query_overflow(self, query: str) -> None:
+        return None
 
     def encode_queries(self, texts, **kw) -> np.ndarray:
         return self.encode(texts, **kw)
@@ -138,10 +148,16 @@ class GenCeiling:
                                  repetition_penalty=self.repetition_penalty, progress=bool(show_progress_bar))
         return [r["response"] or "(no answer)" for r in out]  # the teacher refuses empty texts
 
-    def encode(self, texts, *, batch_size: int = 32, show_progress_bar: bool | None = None, **_) -> np.ndarray:
+    reuses_kv = False
+
+    def encode(self, texts, *, batch_size: int = 32, show_progress_bar: bool | None = None, on_batch=None,
+               **_) -> np.ndarray:
         texts = [texts] if isinstance(texts, str) else list(texts)
         return self.teacher.encode(self.answers(texts, batch_size, show_progress_bar), batch_size=batch_size,
-                                   show_progress_bar=show_progress_bar)
+                                   show_progress_bar=show_progress_bar, on_batch=on_batch)
+
+    def query_overflow(self, query: str) -> None:
+        return None
 
     encode_queries = encode_documents = encode
 

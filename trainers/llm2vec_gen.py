@@ -30,8 +30,8 @@ from safetensors.torch import save_file
 from embedders.llm2vec_gen import LLM2VecGenEmbedder
 from unified_rag.backbone import default_teacher_path
 from unified_rag.errors import InputError, require
-from unified_rag.generator import _read_jsonl_cache, generate_responses  # noqa: F401  (its old import path too)
-from unified_rag.io import text_hash
+from unified_rag.generator import generate_responses  # noqa: F401  (its old import path too)
+from unified_rag.io import read_jsonl, text_hash
 
 from .config import TrainConfig
 from .data import read_texts, subsample
@@ -286,7 +286,7 @@ def run(cfg: LLM2VecGenTrainConfig, out: str | os.PathLike, *, progress: bool = 
 
 
 def load_responses(path: str | os.PathLike) -> list[dict]:
-    rows = list(_read_jsonl_cache(Path(path)).values())
+    rows = list({r["id"]: r for r in read_jsonl(path, strict=False) if "id" in r}.values())  # the last copy of an id
     if not rows:
         raise InputError(f"no cached responses in {path}")
     return rows

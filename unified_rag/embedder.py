@@ -14,7 +14,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import Callable, ClassVar, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +58,22 @@ class EmbedderConfig(BaseModel):
     query_instruction: str | None = "Given a question, retrieve passages that answer it"
     document_instruction: str | None = None
     max_length: int = 512  # tokens per input, special tokens included; longer text is truncated with a warning
+
+
+class TextEncoder(Protocol):
+    """What the pipeline asks of an embedder. `Embedder` (below) is the one built on the shared backbone;
+    another class may stand in where no weights are shared, e.g. a benchmark's sentence-transformers
+    baseline, with `encode_queries`/`encode_documents` taking (texts, *, batch_size, show_progress_bar,
+    warn_truncation, on_batch) and returning [N, dim] float32 unit vectors."""
+    kind: str
+    dim: int
+    reuses_kv: bool  # encode_query_with_kv gives a generation prompt's KV (False: never asked)
+
+    @property
+    def fingerprint(self) -> str: ...
+    def encode_queries(self, texts, **kw) -> np.ndarray: ...
+    def encode_documents(self, texts, **kw) -> np.ndarray: ...
+    def query_overflow(self, query: str) -> tuple[int, int] | None: ...
 
 
 class Embedder(torch.nn.Module):
@@ -176,6 +192,12 @@ class Embedder(torch.nn.Module):
     def encode_queries(self, texts, **kw) -> np.ndarray:
         kw.setdefault("instruction", self.config.query_instruction)
         return self.encode(texts, **kw)
+
+    def query_overflow(self, query: str) -> tuple[int, int] | None:
+        """(tokens, budget) when `encode_queries` would cut this query, else None: the retriever warns."""
+        budget = self.query_budget()
+        n = len(self.backbone.tokenizer(query, add_special_tokens=False)["input_ids"])
+        return (n, budget) if n > budget else None
 
     def encode_documents(self, texts, **kw) -> np.ndarray:
         kw.setdefault("instruction", self.config.document_instruction)

@@ -154,13 +154,7 @@ class UnifiedRAG(Retriever, Persistent):
 
     def _commit(self, group: list[tuple[Document, list]], batch_size: int, on_batch=None) -> None:
         texts = [t for _, cs in group for t, _, _ in cs]
-        if isinstance(self.embedder, Embedder):
-            vecs = self.embedder.encode_documents(texts, batch_size=batch_size, show_progress_bar=False,
-                                                  on_batch=on_batch)
-        else:  # an outside embedder (benchmarks' baselines): the bar moves once per group
-            vecs = self.embedder.encode_documents(texts, batch_size=batch_size, show_progress_bar=False)
-            if on_batch is not None:
-                on_batch(len(texts))
+        vecs = self.embedder.encode_documents(texts, batch_size=batch_size, show_progress_bar=False, on_batch=on_batch)
         self._commit_vectors(group, vecs)
 
     def _commit_vectors(self, group: list[tuple[Document, list]], vecs: np.ndarray) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .embedder import Embedder
+from .embedder import TextEncoder
 from .errors import EmptyCorpusError, InputError
 from .generator import KVPrefix
 from .sparse import hybrid_fusion
@@ -27,6 +27,7 @@ _UNSET: Any = object()
 
 class Retriever:
     """retrieve(), and the retrieval steps answer() shares with it."""
+    embedder: TextEncoder  # the shared backbone's Embedder, or a stand-in (benchmarks' baselines)
 
     def retrieve(self, query: str, k: int = 5, mode: RetrievalMode = DEFAULT_RETRIEVAL, *, ef_search: int | None = None,
                  nprobe: int | None = None) -> list[Hit]:
@@ -86,12 +87,9 @@ class Retriever:
     def _encode_query(self, query: str, with_kv: bool = False) -> tuple[np.ndarray, KVPrefix | None]:
         """The query vector, and with `with_kv` the KV of its pass where the embedder leaves a reusable
         one; a query longer than the embedder takes is cut, and the warning says so."""
-        if not isinstance(self.embedder, Embedder):  # an outside embedder (benchmarks' baselines)
-            return self.embedder.encode_queries([query], show_progress_bar=False), None
-        budget = self.embedder.query_budget()
-        n_tokens = len(self.backbone.tokenizer(query, add_special_tokens=False)["input_ids"])
-        if n_tokens > budget:
-            warnings.warn(f"the query is {n_tokens} tokens long; only its first {budget} tokens were used "
+        over = self.embedder.query_overflow(query)
+        if over is not None:
+            warnings.warn(f"the query is {over[0]} tokens long; only its first {over[1]} tokens were used "
                           "to search", stacklevel=4)
         if with_kv and self.embedder.reuses_kv and self.generator.weights is nullcontext:
             vec, prefix = self.embedder.encode_query_with_kv(query)
@@ -104,8 +102,7 @@ class Retriever:
         return self._encode([h.text for h in hits], "documents") if v is None else v
 
     def _encode(self, texts: list[str], side: str) -> np.ndarray:
-        quiet = dict(warn_truncation=False) if isinstance(self.embedder, Embedder) else {}  # outside ones lack it
-        return getattr(self.embedder, f"encode_{side}")(texts, show_progress_bar=False, **quiet)
+        return getattr(self.embedder, f"encode_{side}")(texts, show_progress_bar=False, warn_truncation=False)
 
     def _relevant(self, query: str, k: int, retrieval: str,
                   min_relevance) -> tuple[list[Hit], np.ndarray, np.ndarray, KVPrefix | None]:
