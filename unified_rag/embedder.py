@@ -335,8 +335,10 @@ def load_embedder(spec: str | os.PathLike | Embedder = "auto", backbone: Backbon
         adapter = AUTO_ADAPTER.get(backbone.name)
         if adapter is not None and (adapter / CONFIG_NAME).is_file():
             return Embedder.from_pretrained(adapter, backbone=backbone)
-        log.info("no shipped adapter for %s: using untrained mean pooling", backbone.name)
-        spec = "mean"
+        spec = published_kind(backbone)
+        if spec is None:
+            log.info("no shipped adapter for %s: using untrained mean pooling", backbone.name)
+            spec = "mean"
     if spec in names("embedders"):
         return embedder_class(spec)(backbone)
     if Path(spec).is_dir():
@@ -345,6 +347,16 @@ def load_embedder(spec: str | os.PathLike | Embedder = "auto", backbone: Backbon
         return Embedder.from_pretrained(hub_dir(spec, "an embedder adapter"), backbone=backbone)
     raise ModelLoadError(f"unknown embedder {spec!r}: use 'auto', one of {names('embedders')}, an adapter dir, "
                          "or a hub id (user/adapter)")
+
+
+def published_kind(backbone: Backbone) -> str | None:
+    """The embedder kind a published checkpoint's own config names, where "auto" should use it: a
+    GritLM config's auto_map points at its modeling file (which is never run: the stock model is)."""
+    cfg = backbone.model.config
+    named = [*(getattr(cfg, "auto_map", None) or {}).values(), *(getattr(cfg, "architectures", None) or [])]
+    if any("gritlm" in str(n).lower() for n in named) and "gritlm" in names("embedders"):
+        return "gritlm"
+    return None
 
 
 def looks_like_hub_id(spec: str) -> bool:
