@@ -35,6 +35,13 @@ class GritLMEmbedder(Embedder):
     kind = "gritlm"
     config_class = GritLMConfig
 
+    @classmethod
+    def claims_backbone(cls, backbone) -> bool:
+        """A GritLM config's auto_map names its modeling file (never run here: the stock model is)."""
+        cfg = backbone.model.config
+        named = [*(getattr(cfg, "auto_map", None) or {}).values(), *(getattr(cfg, "architectures", None) or [])]
+        return any("gritlm" in str(n).lower() for n in named)
+
     @property
     def dim(self) -> int:
         return self.backbone.hidden_size

@@ -73,3 +73,71 @@ def test_gritlm_refuses_text_that_tokenizes_to_nothing(grit):
     assert all(v is None for v in e["edge_cases"]["empty_text_document_instruction"]["embedding"])  # official: NaN
     with pytest.raises(InputError):
         rag.embedder.encode([""], instruction="")
+
+
+# --- LLM2Vec (llm2vec 0.2.3 on transformers 4.44) --------------------------------------------------------
+L2V = FIXTURES / "llm2vec"
+
+
+@pytest.fixture(scope="module")
+def l2v():
+    expected = json.loads((L2V / "expected.json").read_text())
+    mntp = UnifiedRAG.from_pretrained(L2V / "mntp", dtype="fp32", generator_adapter=None)  # embedder "auto"
+    sup = UnifiedRAG.from_pretrained(mntp.backbone, embedder=L2V / "supervised", generator_adapter=None)
+    return mntp, sup, expected
+
+
+def test_llm2vec_releases_embed_as_the_official_code(l2v):
+    mntp, sup, e = l2v
+    assert mntp.embedder.kind == sup.embedder.kind == "llm2vec-official"
+    assert mntp.embedder.config.lora_r == 0 and sup.embedder.config.lora_r == 4
+    assert mntp.backbone.merged_adapter["path"].endswith("mntp")  # MNTP merged once, into the one copy
+    assert mntp.embedder.config.template == "llama3"  # the release's base name picks the official template
+    for sc in e["scenarios"]:
+        emb = (sup if "supervised" in sc["adapters"] else mntp).embedder
+        st = sc["settings"]
+        saved = emb.config
+        emb.config = saved.model_copy(update=dict(
+            max_length=st["max_length"], doc_max_length=st["doc_max_length"], skip_instruction=st["skip_instruction"],
+            template="llama3" if st["config_name_or_path"] == "meta-llama/Meta-Llama-3-8B-Instruct" else None))
+        try:
+            for it in sc["items"]:
+                instruction, text = it["input"] if isinstance(it["input"], list) else ("", it["input"])
+                (ids, n_head, n_text), = emb.tokenize([text], instruction)
+                assert ids == it["input_ids"], (sc["name"], it["input"])
+                if st["skip_instruction"]:
+                    assert [0] * n_head + [1] * n_text == it["embed_mask"]
+                got = emb.encode([text], instruction=instruction, normalize=False)[0]
+                assert np.abs(got - np.array(it["embedding"], dtype=np.float32)).max() <= 1e-4, (sc["name"], it["input"])
+        finally:
+            emb.config = saved
+
+
+def test_llm2vec_keeps_one_copy_and_the_supervised_adapter_only_inside_embedding(l2v):
+    mntp, sup, e = l2v
+    text = e["texts"][0] if "texts" in e else "How much protein should a female eat?"
+    before = sup.embedder.encode([text], normalize=False)
+    ids = torch.tensor([mntp.backbone.tokenizer("Hello", add_special_tokens=True)["input_ids"]])
+    with torch.no_grad():
+        base_logits = mntp.backbone.model(ids).logits
+        sup.embedder.encode([text])  # the supervised LoRA was on only inside that call
+        assert torch.equal(mntp.backbone.model(ids).logits, base_logits)
+    assert np.array_equal(sup.embedder.encode([text], normalize=False), before)
+    assert _shared_storage(mntp) and _shared_storage(sup) and sup.backbone is mntp.backbone
+    sup.add_texts(["Protein needs depend on body weight.", "Paris is the capital of France."])
+    assert len(sup.answer("How much protein?", k=1, max_new_tokens=4).sources) == 1
+
+
+def test_published_layouts_with_a_missing_file_name_it(tmp_path):
+    import shutil
+
+    from unified_rag import ModelLoadError
+
+    shutil.copytree(L2V, tmp_path / "l2v")
+    (tmp_path / "l2v" / "supervised" / "adapter_model.safetensors").unlink()
+    rag = UnifiedRAG.from_pretrained(tmp_path / "l2v" / "mntp", dtype="fp32", generator_adapter=None)
+    with pytest.raises(ModelLoadError, match="adapter_model.safetensors"):
+        UnifiedRAG.from_pretrained(rag.backbone, embedder=tmp_path / "l2v" / "supervised")
+    (tmp_path / "l2v" / "mntp" / "adapter_model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="adapter_model.safetensors"):
+        UnifiedRAG.from_pretrained(tmp_path / "l2v" / "mntp", dtype="fp32")

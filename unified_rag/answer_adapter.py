@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .backbone import DEFAULT_MODEL, Backbone
-from .embedder import hub_dir, looks_like_hub_id
+from .hub import hub_dir, looks_like_hub_id
 from .errors import ModelLoadError
 from .io import atomic_write_bytes, atomic_write_json
 from .lora import DEFAULT_TARGETS, check_tensors, inject_lora, lora_parameters, lora_scope

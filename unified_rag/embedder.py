@@ -27,6 +27,7 @@ from .backbone import DEFAULT_MODEL, Backbone
 from .batching import pad
 from .errors import InputError, ModelLoadError
 from .io import atomic_write_bytes, atomic_write_json
+from .hub import hub_dir, looks_like_hub_id  # noqa: F401  (also their import path before hub.py)
 from .registry import lookup, names
 from .types import check_positive_int, check_texts
 
@@ -108,6 +109,25 @@ class Embedder(torch.nn.Module):
         tok = self.backbone.tokenizer
         head = tok(f"{instruction}\n" if instruction else "", add_special_tokens=True)["input_ids"]
         return list(head), []
+
+    # --- published checkpoints (their own file layouts), found by load_embedder ----------------
+    @classmethod
+    def claims_backbone(cls, backbone: Backbone) -> bool:
+        """Whether embedder="auto" on this backbone means this kind (a published model's own config)."""
+        return False
+
+    @classmethod
+    def for_backbone(cls, backbone: Backbone) -> Embedder:
+        return cls(backbone)
+
+    @classmethod
+    def claims_dir(cls, path: Path) -> bool:
+        """Whether `path`, which is not this library's adapter dir, is this kind's published layout."""
+        return False
+
+    @classmethod
+    def from_published(cls, path: Path, *, backbone: Backbone) -> Embedder:
+        raise NotImplementedError
 
     # --- tokenisation and batching ---------------------------------------------------------
     def tokenize(self, texts: Sequence[str], instruction: str | None, *, max_length: int | None = None,
@@ -335,42 +355,36 @@ def load_embedder(spec: str | os.PathLike | Embedder = "auto", backbone: Backbon
         adapter = AUTO_ADAPTER.get(backbone.name)
         if adapter is not None and (adapter / CONFIG_NAME).is_file():
             return Embedder.from_pretrained(adapter, backbone=backbone)
-        spec = published_kind(backbone)
-        if spec is None:
-            log.info("no shipped adapter for %s: using untrained mean pooling", backbone.name)
-            spec = "mean"
+        found = published_embedder(backbone)
+        if found is not None:
+            return found
+        log.info("no shipped adapter for %s: using untrained mean pooling", backbone.name)
+        spec = "mean"
     if spec in names("embedders"):
         return embedder_class(spec)(backbone)
     if Path(spec).is_dir():
-        return Embedder.from_pretrained(spec, backbone=backbone)
+        return _from_dir(Path(spec), backbone)
     if looks_like_hub_id(spec):
-        return Embedder.from_pretrained(hub_dir(spec, "an embedder adapter"), backbone=backbone)
+        return _from_dir(hub_dir(spec, "an embedder adapter"), backbone)
     raise ModelLoadError(f"unknown embedder {spec!r}: use 'auto', one of {names('embedders')}, an adapter dir, "
                          "or a hub id (user/adapter)")
 
 
-def published_kind(backbone: Backbone) -> str | None:
-    """The embedder kind a published checkpoint's own config names, where "auto" should use it: a
-    GritLM config's auto_map points at its modeling file (which is never run: the stock model is)."""
-    cfg = backbone.model.config
-    named = [*(getattr(cfg, "auto_map", None) or {}).values(), *(getattr(cfg, "architectures", None) or [])]
-    if any("gritlm" in str(n).lower() for n in named) and "gritlm" in names("embedders"):
-        return "gritlm"
+def published_embedder(backbone: Backbone) -> Embedder | None:
+    """The embedder a published checkpoint's own files call for, where "auto" should use it (GritLM's
+    config, an LLM2Vec MNTP release): the first registered kind that claims the backbone."""
+    for kind in names("embedders"):
+        klass = embedder_class(kind)
+        if klass.claims_backbone(backbone):
+            return klass.for_backbone(backbone)
     return None
 
 
-def looks_like_hub_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and not Path(spec).exists()
-
-
-def hub_dir(repo_id: str, what: str) -> Path:
-    """A hub repo's files in the local HF cache (downloaded unless HF_HUB_OFFLINE is set): safetensors and
-    JSON only, never code or pickles."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md"]))
-    except Exception as e:  # offline and not cached, no such repo, no network: all one answer for the user
-        raise ModelLoadError(f"cannot get {what} {repo_id!r} from the Hugging Face hub ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200]}); give a local dir, or download it first") from None
+def _from_dir(path: Path, backbone: Backbone) -> Embedder:
+    """This library's adapter dir, or a published one that a registered kind claims (LLM2Vec's)."""
+    if not (path / CONFIG_NAME).is_file():
+        for kind in names("embedders"):
+            klass = embedder_class(kind)
+            if klass.claims_dir(path):
+                return klass.from_published(path, backbone=backbone)
+    return Embedder.from_pretrained(path, backbone=backbone)

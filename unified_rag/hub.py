@@ -1,0 +1,23 @@
+"""The Hugging Face hub, for adapters and published checkpoints: safetensors and JSON only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ModelLoadError
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and not Path(spec).exists()
+
+
+def hub_dir(repo_id: str, what: str) -> Path:
+    """A hub repo's files in the local HF cache (downloaded unless HF_HUB_OFFLINE is set): safetensors and
+    JSON only, never code or pickles."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md"]))
+    except Exception as e:  # offline and not cached, no such repo, no network: all one answer for the user
+        raise ModelLoadError(f"cannot get {what} {repo_id!r} from the Hugging Face hub ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]}); give a local dir, or download it first") from None
