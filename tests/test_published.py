@@ -141,3 +141,55 @@ def test_published_layouts_with_a_missing_file_name_it(tmp_path):
     (tmp_path / "l2v" / "mntp" / "adapter_model.safetensors").unlink()
     with pytest.raises(ModelLoadError, match="adapter_model.safetensors"):
         UnifiedRAG.from_pretrained(tmp_path / "l2v" / "mntp", dtype="fp32")
+
+
+# --- LLM2Vec-Gen (llm2vec-gen 0.1.3 on transformers 4.56) -------------------------------------------------
+GEN = FIXTURES / "llm2vec-gen"
+
+
+@pytest.fixture(scope="module", params=["lora-tokens", "tokens-only"])
+def gen(request):
+    expected = json.loads((GEN / "expected.json").read_text())["checkpoints"][request.param]
+    return UnifiedRAG.from_pretrained(GEN / request.param, dtype="fp32", generator_adapter=None), expected
+
+
+def test_llm2vec_gen_checkpoints_encode_and_decode_as_the_official_code(gen):
+    rag, e = gen
+    emb = rag.embedder
+    assert emb.kind == "llm2vec-gen-official" and emb.n_special == len(e["special_token_ids"])
+    assert emb.config.lora_r == (8 if e["checkpoint"] == "lora-tokens" else 0)
+    for it in e["encode_per_text"]:  # includes texts of 505 and 600 tokens: the specials survive truncation
+        (ids, _, _), = emb.tokenize([it["text"]], None, warn=False)
+        assert ids + e["special_token_ids"] == it["input_ids"]
+        got = emb.encode([it["text"]], normalize=False, warn_truncation=False)[0]
+        assert np.abs(got - np.array(it["embedding"], dtype=np.float32)).max() <= 1e-4
+    first = emb.encode([e["encode_per_text"][0]["text"]], normalize=False)
+    tok = rag.backbone.tokenizer
+    for g in e["generate"]:  # greedy decoding of the reconstruction states by the plain base model
+        r, _ = emb.special_states(emb.collate(emb.tokenize([g["source_text"]], None)))
+        ids = rag.backbone.model.generate(inputs_embeds=r, attention_mask=torch.ones(r.shape[:2], dtype=torch.long),
+                                          max_new_tokens=g["max_new_tokens"], do_sample=False, pad_token_id=tok.pad_token_id)
+        assert ids[0].tolist() == g["output_ids"]
+        assert emb.decode([g["source_text"]], max_new_tokens=g["max_new_tokens"]) == [g["output_text"].strip()]
+    assert np.array_equal(emb.encode([e["encode_per_text"][0]["text"]], normalize=False), first)  # after generating
+    assert _shared_storage(rag)
+    n_embed = sum(p.numel() for p in rag.backbone.model.get_input_embeddings().parameters())
+    assert n_embed == rag.backbone.model.config.vocab_size * rag.backbone.hidden_size  # the resized matrix not loaded
+    rag.add_texts(["Montreal is a city in Canada.", "Polar bears live in the Arctic."])
+    assert len(rag.answer("Is Montreal in Canada?", k=1, max_new_tokens=4).sources) == 1
+
+
+def test_llm2vec_gen_refuses_pickles_and_names_missing_files(tmp_path):
+    import shutil
+
+    from unified_rag import ModelLoadError
+
+    ck = tmp_path / "ck"
+    shutil.copytree(GEN / "tokens-only", ck)
+    shutil.copytree(GEN / "base", tmp_path / "base")  # run_config.yml's model_name_or_path is "base"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "config": ModelLoadError("not a weight")}, ck / "alignment_mlp")
+    with pytest.raises(ModelLoadError, match="weights_only=True refused"):
+        UnifiedRAG.from_pretrained(ck, dtype="fp32")
+    (ck / "alignment_mlp").unlink()
+    with pytest.raises(ModelLoadError, match="alignment_mlp is missing"):
+        UnifiedRAG.from_pretrained(ck, dtype="fp32")

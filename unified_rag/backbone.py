@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from .errors import ModelLoadError
+from . import published as pub
 from .io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def _resolve_source(name_or_path: str | os.PathLike | None) -> tuple[str, Path |
                 raise ModelLoadError(f"GGUF file not found: {p}")
             gguf, name = p, p.stem
         elif p.is_dir():
-            if not (p / "config.json").is_file():
+            if not (p / "config.json").is_file() and not pub.is_llm2vec_gen(p):
                 raise ModelLoadError(f"{p} is a directory but has no config.json: not an HF model dir")
             return str(p), p
         elif p.exists() or str(name_or_path).startswith((".", "/", "~")):
@@ -180,69 +181,10 @@ def _resolve_source(name_or_path: str | os.PathLike | None) -> tuple[str, Path |
     return name, out
 
 
-def _lora_dir(src) -> dict | None:
-    """A local dir holding a peft LoRA adapter (adapter_config.json) instead of a model: its config."""
-    f = Path(src) / "adapter_config.json"
-    if not (isinstance(src, Path) and f.is_file()) or (Path(src) / "model.safetensors").is_file():
-        return None
-    try:
-        cfg = json.loads(f.read_text())
-    except ValueError as e:
-        raise ModelLoadError(f"{f} is not valid JSON: {e}") from None
-    if cfg.get("peft_type") != "LORA" or not cfg.get("base_model_name_or_path"):
-        raise ModelLoadError(f"{f}: only LoRA adapters that name their base_model_name_or_path can be loaded as a backbone")
-    return cfg
-
-
-def _hub_has(repo_id: str, filename: str, kw: dict) -> bool:
-    """Whether a hub repo holds `filename` (cached or online); False when that cannot be told."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        hf_hub_download(repo_id, filename, revision=kw.get("revision"), cache_dir=kw.get("cache_dir"),
-                        local_files_only=bool(kw.get("local_files_only")))
-        return True
-    except Exception:  # no such file, offline, no such repo: transformers then reports what is wrong
-        return False
-
-
-def _adapter_base(src: Path, cfg: dict) -> Path | str:
-    """The adapter's base model, resolved as the official LLM2Vec loader does (against the working
-    directory), then against the adapter's parent folder, then as a hub id."""
-    base = cfg["base_model_name_or_path"]
-    for cand in (Path(base).expanduser(), Path(src).parent / base):
-        if (cand / "config.json").is_file():
-            return cand
-    if Path(base).is_absolute() or base.startswith("."):
-        raise ModelLoadError(f"{src}/adapter_config.json names base model {base!r}, which is not a model dir")
-    return base
-
-
-def _merge_lora(model, src: Path, cfg: dict) -> None:
-    """W += (alpha / r) B A for every LoRA pair of the adapter, in place: the one copy of the weights
-    becomes the merged model, which generation then uses too (as the official release does)."""
-    from safetensors.torch import load_file
-
-    f = Path(src) / "adapter_model.safetensors"
-    if not f.is_file():
-        raise ModelLoadError(f"{f} is missing: the LoRA adapter's weights")
-    state, scale = load_file(f), cfg["lora_alpha"] / cfg["r"]
-    params = dict(model.named_parameters())
-    pairs = {k[:-len(".lora_A.weight")] for k in state if k.endswith(".lora_A.weight")}
-    if not pairs:
-        raise ModelLoadError(f"{f} holds no LoRA weights")
-    with torch.no_grad():
-        for key in sorted(pairs):
-            name = "model." + key.removeprefix("base_model.model.").removeprefix("model.") + ".weight"
-            a, b = state.get(f"{key}.lora_A.weight"), state.get(f"{key}.lora_B.weight")
-            if name not in params or b is None or params[name].shape != (b.shape[0], a.shape[1]):
-                raise ModelLoadError(f"{f}: {key} does not fit the base model")
-            params[name] += scale * (b.float() @ a.float())
-
-
 class Backbone:
     """A causal LM and its tokenizer, loaded once and shared by reference."""
     merged_adapter: dict | None = None  # a LoRA merged in at load (LLM2Vec's MNTP): its config and path
+    checkpoint: dict | None = None  # a published layout its embedder reads further (LLM2Vec-Gen): format, path
 
     def __init__(self, model, tokenizer, name: str = "custom"):
         self.model = model.eval()
@@ -283,23 +225,29 @@ class Backbone:
         kw = dict(trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir)
         if local_files_only is not None:
             kw["local_files_only"] = local_files_only
-        if isinstance(src, str) and _hub_has(src, "adapter_config.json", kw):  # a LoRA release on the hub
-            from .hub import hub_dir
+        if isinstance(src, str) and any(pub.hub_has(src, f, kw) for f in ("adapter_config.json", "run_config.yml")):
+            from .hub import hub_dir  # a published release on the hub: LoRA-on-base or LLM2Vec-Gen
 
-            src = hub_dir(src, "a LoRA adapter release")
-        adapter = _lora_dir(src)
+            src = hub_dir(src, "a published checkpoint")
+        adapter, gen = pub.lora_dir(src), pub.is_llm2vec_gen(src)
         try:
             tok = AutoTokenizer.from_pretrained(src, **kw)
-            if adapter is None:
-                model = AutoModelForCausalLM.from_pretrained(src, dtype=dt, **kw)
-            else:  # a LoRA adapter dir (an LLM2Vec MNTP release): its base, with the adapter merged in once
-                model = AutoModelForCausalLM.from_pretrained(_adapter_base(src, adapter), dtype=torch.float32, **kw)
-                _merge_lora(model, src, adapter)
+            if gen:  # LLM2Vec-Gen: the base model it names; its embedder reads the adapter and heads
+                base = pub.adapter_base(src, pub.read_run_config(src)["model_name_or_path"])
+                model = AutoModelForCausalLM.from_pretrained(base, dtype=dt, **kw)
+            elif adapter is not None:  # a LoRA adapter dir (an LLM2Vec MNTP release): its base, merged once
+                model = AutoModelForCausalLM.from_pretrained(pub.adapter_base(src, adapter["base_model_name_or_path"]),
+                                                             dtype=torch.float32, **kw)
+                pub.merge_lora(model, src, adapter)
                 model = model.to(dt)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(src, dtype=dt, **kw)
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"could not load backbone {name!r}: {str(e).splitlines()[0]}") from e
         log.info("backbone %s on %s in %s", name, dev, str(dt).removeprefix("torch."))
         backbone = cls(model.to(dev), tok, name=name)
+        if gen:
+            backbone.checkpoint = {"format": "llm2vec-gen", "path": str(src)}
         if adapter is not None:
             backbone.merged_adapter = {"path": str(src), **adapter,
                                        "source_name": json.loads((Path(src) / "config.json").read_text()).get("_name_or_path", "")}
