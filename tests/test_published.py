@@ -193,3 +193,12 @@ def test_llm2vec_gen_refuses_pickles_and_names_missing_files(tmp_path):
     (ck / "alignment_mlp").unlink()
     with pytest.raises(ModelLoadError, match="alignment_mlp is missing"):
         UnifiedRAG.from_pretrained(ck, dtype="fp32")
+
+
+def test_the_cli_takes_published_adapter_dirs_and_hub_ids():
+    from unified_rag.cli.checks import _check_embedder
+
+    _check_embedder(str(L2V / "supervised"))  # a peft adapter_config.json, claimed by llm2vec-official at load
+    _check_embedder("McGill-NLP/LLM2Vec-Meta-Llama-3-8B-Instruct-mntp-supervised")
+    with pytest.raises(InputError, match="unknown embedder"):
+        _check_embedder(str(L2V / "base"))  # a model, not an adapter

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from .errors import ModelLoadError
-from . import published as pub
+from .published import adapter_base, hub_has, is_llm2vec_gen, lora_dir, merge_lora, read_run_config
 from .io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _resolve_source(name_or_path: str | os.PathLike | None) -> tuple[str, Path |
                 raise ModelLoadError(f"GGUF file not found: {p}")
             gguf, name = p, p.stem
         elif p.is_dir():
-            if not (p / "config.json").is_file() and not pub.is_llm2vec_gen(p):
+            if not (p / "config.json").is_file() and not is_llm2vec_gen(p):
                 raise ModelLoadError(f"{p} is a directory but has no config.json: not an HF model dir")
             return str(p), p
         elif p.exists() or str(name_or_path).startswith((".", "/", "~")):
@@ -225,20 +225,20 @@ class Backbone:
         kw = dict(trust_remote_code=trust_remote_code, revision=revision, cache_dir=cache_dir)
         if local_files_only is not None:
             kw["local_files_only"] = local_files_only
-        if isinstance(src, str) and any(pub.hub_has(src, f, kw) for f in ("adapter_config.json", "run_config.yml")):
+        if isinstance(src, str) and any(hub_has(src, f, kw) for f in ("adapter_config.json", "run_config.yml")):
             from .hub import hub_dir  # a published release on the hub: LoRA-on-base or LLM2Vec-Gen
 
             src = hub_dir(src, "a published checkpoint")
-        adapter, gen = pub.lora_dir(src), pub.is_llm2vec_gen(src)
+        adapter, gen = lora_dir(src), is_llm2vec_gen(src)
         try:
             tok = AutoTokenizer.from_pretrained(src, **kw)
             if gen:  # LLM2Vec-Gen: the base model it names; its embedder reads the adapter and heads
-                base = pub.adapter_base(src, pub.read_run_config(src)["model_name_or_path"])
+                base = adapter_base(src, read_run_config(src)["model_name_or_path"])
                 model = AutoModelForCausalLM.from_pretrained(base, dtype=dt, **kw)
             elif adapter is not None:  # a LoRA adapter dir (an LLM2Vec MNTP release): its base, merged once
-                model = AutoModelForCausalLM.from_pretrained(pub.adapter_base(src, adapter["base_model_name_or_path"]),
+                model = AutoModelForCausalLM.from_pretrained(adapter_base(src, adapter["base_model_name_or_path"]),
                                                              dtype=torch.float32, **kw)
-                pub.merge_lora(model, src, adapter)
+                merge_lora(model, src, adapter)
                 model = model.to(dt)
             else:
                 model = AutoModelForCausalLM.from_pretrained(src, dtype=dt, **kw)

@@ -22,6 +22,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from unified_rag.errors import EmptyCorpusError, IndexLoadError, InputError, UnifiedRAGError
+from unified_rag.hub import looks_like_hub_id
 from unified_rag.registry import names
 from unified_rag.types import RETRIEVAL_MODES
 
@@ -169,16 +170,19 @@ def _check_text(text: str, what: str) -> None:
 
 
 def _check_embedder(spec: str) -> None:
-    """A kind name or an adapter dir (one holding embedder_config.json)."""
+    """A kind name, an adapter dir (one holding embedder_config.json), a published one (a peft
+    adapter_config.json: LLM2Vec's supervised release), or a hub id (user/adapter)."""
     if spec in EMBEDDER_KINDS:
         return
-    try:
-        is_adapter = stat.S_ISREG(os.stat(Path(spec) / EMBEDDER_CONFIG).st_mode)
-    except (OSError, ValueError):
-        is_adapter = False
-    if not is_adapter:
+    is_adapter = False
+    for name in (EMBEDDER_CONFIG, "adapter_config.json"):
+        try:
+            is_adapter = is_adapter or stat.S_ISREG(os.stat(Path(spec) / name).st_mode)
+        except (OSError, ValueError):
+            pass
+    if not (is_adapter or looks_like_hub_id(spec)):
         raise InputError(f"unknown embedder {_show(spec, 80)!s}: use one of {', '.join(EMBEDDER_KINDS)}, "
-                         f"or an adapter dir (a folder holding {EMBEDDER_CONFIG})")
+                         f"an adapter dir (a folder holding {EMBEDDER_CONFIG}), or a hub id (user/adapter)")
 
 
 def _check_index_dir(index_dir: Path, k: Optional[int] = None):
