@@ -68,6 +68,25 @@ def test_gritlm_generates_causally_on_the_same_weights(grit):
     assert len(ans.sources) == 1 and ans.sources[0].text in e["texts"]  # runs end to end (random weights: no meaning)
 
 
+def test_gritlm_kv_reuse_does_not_apply(grit):
+    """GritLM's paper reuses the embedding pass's KV for generation. Here the embedding pass is
+    bidirectional, so its deeper keys and values are not the causal prompt's: reusing them would change
+    the answer. The library's KV-reuse path stays off for this kind."""
+    from embedders.adapters import additive_mask, bidirectional_allowed, positions
+
+    rag, e = grit
+    b = rag.backbone
+    ids = torch.tensor([b.tokenizer("<|embed|>\n" + e["texts"][0])["input_ids"]])
+    am = torch.ones_like(ids)
+    _, bi = b.hidden_states(input_ids=ids, attention_mask=additive_mask(bidirectional_allowed(am), b.dtype),
+                            position_ids=positions(am), return_cache=True)
+    _, causal = b.hidden_states(input_ids=ids, attention_mask=am, return_cache=True)
+    assert torch.equal(bi.layers[0].keys, causal.layers[0].keys)  # the first layer reads embeddings only
+    gap = (bi.layers[-1].values - causal.layers[-1].values).abs().max()
+    assert gap > 0.1 * causal.layers[-1].values.abs().max()  # measured: 4.7 against values up to 2.8
+    assert rag.embedder.reuses_kv is False
+
+
 def test_gritlm_refuses_text_that_tokenizes_to_nothing(grit):
     rag, e = grit
     assert all(v is None for v in e["edge_cases"]["empty_text_document_instruction"]["embedding"])  # official: NaN
