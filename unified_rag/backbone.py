@@ -228,7 +228,7 @@ class Backbone:
         if isinstance(src, str) and any(hub_has(src, f, kw) for f in ("adapter_config.json", "run_config.yml")):
             from .hub import hub_dir  # a published release on the hub: LoRA-on-base or LLM2Vec-Gen
 
-            src = hub_dir(src, "a published checkpoint")
+            src = hub_dir(src, "a published checkpoint", extra=("run_config.yml", "reconstruction_mlp", "alignment_mlp"))
         adapter, gen = lora_dir(src), is_llm2vec_gen(src)
         try:
             tok = AutoTokenizer.from_pretrained(src, **kw)

@@ -11,13 +11,14 @@ def looks_like_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and not Path(spec).exists()
 
 
-def hub_dir(repo_id: str, what: str) -> Path:
+def hub_dir(repo_id: str, what: str, extra: tuple[str, ...] = ()) -> Path:
     """A hub repo's files in the local HF cache (downloaded unless HF_HUB_OFFLINE is set): safetensors and
-    JSON only, never code or pickles."""
+    JSON only, never code or pickles; `extra`: named files a layout needs besides (its loader reads them
+    safely, e.g. LLM2Vec-Gen's run_config.yml and its heads with weights_only=True)."""
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md"]))
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md", *extra]))
     except Exception as e:  # offline and not cached, no such repo, no network: all one answer for the user
         raise ModelLoadError(f"cannot get {what} {repo_id!r} from the Hugging Face hub ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:200]}); give a local dir, or download it first") from None
