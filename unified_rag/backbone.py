@@ -181,6 +181,16 @@ def _resolve_source(name_or_path: str | os.PathLike | None) -> tuple[str, Path |
     return name, out
 
 
+def _source_name(src: Path, adapter: dict) -> str:
+    """The name the official LLM2Vec keys its prompt template on: the release config's _name_or_path,
+    else (as when the official loader takes a hub id) the adapter's base model."""
+    try:
+        name = json.loads((src / "config.json").read_text()).get("_name_or_path")
+    except (OSError, ValueError):
+        name = None
+    return name or adapter["base_model_name_or_path"]
+
+
 class Backbone:
     """A causal LM and its tokenizer, loaded once and shared by reference."""
     merged_adapter: dict | None = None  # a LoRA merged in at load (LLM2Vec's MNTP): its config and path
@@ -250,7 +260,7 @@ class Backbone:
             backbone.checkpoint = {"format": "llm2vec-gen", "path": str(src)}
         if adapter is not None:
             backbone.merged_adapter = {"path": str(src), **adapter,
-                                       "source_name": json.loads((Path(src) / "config.json").read_text()).get("_name_or_path", "")}
+                                       "source_name": _source_name(Path(src), adapter)}
         return backbone
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
