@@ -16,15 +16,14 @@ the reconstruction states as `inputs_embeds` to the plain base model (no adapter
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import torch
 
 from unified_rag.errors import ModelLoadError
-from unified_rag.published import read_run_config
-from unified_rag.lora import inject_lora, lora_parameters, lora_scope
+from unified_rag.published import peft_name, read_json, read_run_config
+from unified_rag.lora import check_tensors, inject_lora, lora_parameters, lora_scope
 
 from .llm2vec_gen import LLM2VecGenConfig, LLM2VecGenEmbedder
 
@@ -73,7 +72,7 @@ class LLM2VecGenOfficialEmbedder(LLM2VecGenEmbedder):
             raise ModelLoadError(f"{path}/run_config.yml: encoding_mode {run.get('encoding_mode')!r} is not supported "
                                  f"(last_N_tokens with N <= {len(specials)} special tokens)")
         enc = path / "encoder"
-        peft = _json(enc / "adapter_config.json")
+        peft = read_json(enc / "adapter_config.json")
         weights = enc / "adapter_model.safetensors"
         if not weights.is_file():
             raise ModelLoadError(f"{weights} is missing: the encoder adapter's weights")
@@ -98,22 +97,11 @@ class LLM2VecGenOfficialEmbedder(LLM2VecGenEmbedder):
             emb.align_proj.load_state_dict(align)
             if emb.adapter_name is not None:
                 mine = lora_parameters(backbone.model, emb.adapter_name)
-                theirs = {"model." + k.removeprefix("base_model.model.").removeprefix("model."): v
-                          for k, v in state.items() if ".lora_" in k}
-                if set(mine) != set(theirs):
-                    raise ModelLoadError(f"{weights}: its LoRA tensors do not fit the base model")
+                theirs = {peft_name(k): v for k, v in state.items() if ".lora_" in k}
+                check_tensors(theirs, mine, weights)
                 for k, v in theirs.items():
                     mine[k].copy_(v.to(mine[k].dtype))
         return emb.to(backbone.device)
-
-
-def _json(f: Path) -> dict:
-    if not f.is_file():
-        raise ModelLoadError(f"{f} is missing")
-    try:
-        return json.loads(f.read_text())
-    except ValueError as e:
-        raise ModelLoadError(f"{f} is not valid JSON: {e}") from None
 
 
 def _head(f: Path) -> dict[str, torch.Tensor]:

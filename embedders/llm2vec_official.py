@@ -15,13 +15,13 @@ Unlike the official encode, whose vectors are raw, encode() L2-normalises unless
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import Field
 
 from unified_rag.embedder import mean_pool
 from unified_rag.errors import ModelLoadError
+from unified_rag.published import peft_name, read_json
 
 from .adapters import LoraEmbedder, LoraEmbedderConfig, additive_mask, bidirectional_allowed
 
@@ -60,11 +60,7 @@ class LLM2VecOfficialEmbedder(LoraEmbedder):
         """A -supervised / -unsup-simcse adapter dir (peft LoRA, optional llm2vec_config.json) on the MNTP backbone."""
         from safetensors.torch import load_file
 
-        try:
-            peft = json.loads((path / "adapter_config.json").read_text())
-            extra = json.loads((path / "llm2vec_config.json").read_text()) if (path / "llm2vec_config.json").is_file() else {}
-        except ValueError as e:
-            raise ModelLoadError(f"{path}: invalid adapter config: {e}") from None
+        peft, extra = read_json(path / "adapter_config.json"), read_json(path / "llm2vec_config.json", default={})
         if peft.get("peft_type") != "LORA":
             raise ModelLoadError(f"{path}/adapter_config.json: only LoRA adapters are supported")
         weights = path / "adapter_model.safetensors"
@@ -72,18 +68,14 @@ class LLM2VecOfficialEmbedder(LoraEmbedder):
             raise ModelLoadError(f"{weights} is missing: the adapter's weights")
         emb = cls(backbone, lora_r=peft["r"], lora_alpha=peft["lora_alpha"], lora_dropout=0.0,
                   lora_targets=list(peft["target_modules"]), **_settings(backbone, extra))
-        state = {}
-        for k, v in load_file(weights).items():  # peft's names on the inner model -> the causal LM's
-            k = "model." + k.removeprefix("base_model.model.").removeprefix("model.")
-            state["shared." + k] = v
-        emb.load_adapter_state(state)
+        emb.load_adapter_state({"shared." + peft_name(k): v for k, v in load_file(weights).items()})
         return emb
 
     @classmethod
     def for_backbone(cls, backbone) -> LLM2VecOfficialEmbedder:
         """MNTP alone (embedder="auto" on an MNTP release): its llm2vec_config.json, if any."""
-        f = Path(backbone.merged_adapter["path"]) / "llm2vec_config.json"
-        return cls(backbone, **_settings(backbone, json.loads(f.read_text()) if f.is_file() else {}))
+        extra = read_json(Path(backbone.merged_adapter["path"]) / "llm2vec_config.json", default={})
+        return cls(backbone, **_settings(backbone, extra))
 
     # --- embedding --------------------------------------------------------------------------------------
     def tokenize(self, texts, instruction, *, max_length=None, warn=True):

@@ -21,7 +21,8 @@ from typing import Sequence
 import torch
 
 from .errors import ModelLoadError
-from .published import adapter_base, hub_has, is_llm2vec_gen, lora_dir, merge_lora, read_run_config
+from .hub import hub_has
+from .published import adapter_base, is_llm2vec_gen, lora_dir, merge_lora, read_run_config
 from .io import atomic_dir
 
 log = logging.getLogger(__name__)

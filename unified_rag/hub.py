@@ -22,3 +22,15 @@ def hub_dir(repo_id: str, what: str, extra: tuple[str, ...] = ()) -> Path:
     except Exception as e:  # offline and not cached, no such repo, no network: all one answer for the user
         raise ModelLoadError(f"cannot get {what} {repo_id!r} from the Hugging Face hub ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:200]}); give a local dir, or download it first") from None
+
+
+def hub_has(repo_id: str, filename: str, kw: dict) -> bool:
+    """Whether a hub repo holds `filename` (cached or online); False when that cannot be told."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(repo_id, filename, revision=kw.get("revision"), cache_dir=kw.get("cache_dir"),
+                        local_files_only=bool(kw.get("local_files_only")))
+        return True
+    except Exception:  # no such file, offline, no such repo: transformers then reports what is wrong
+        return False

@@ -36,30 +36,33 @@ def read_run_config(path: Path) -> dict:
     return out
 
 
+def read_json(f: Path, default: dict | None = None) -> dict:
+    """A checkpoint's JSON file; `default` when it is absent (an optional file), else a typed error naming it."""
+    if not f.is_file():
+        if default is not None:
+            return default
+        raise ModelLoadError(f"{f} is missing")
+    try:
+        return json.loads(f.read_text())
+    except ValueError as e:
+        raise ModelLoadError(f"{f} is not valid JSON: {e}") from None
+
+
+def peft_name(key: str) -> str:
+    """A peft adapter's tensor name on the inner model (`base_model.model.layers.0...`) as the causal
+    LM's parameter name (`model.layers.0...`)."""
+    return "model." + key.removeprefix("base_model.model.").removeprefix("model.")
+
+
 def lora_dir(src) -> dict | None:
     """A local dir holding a peft LoRA adapter (adapter_config.json) instead of a model: its config."""
     f = Path(src) / "adapter_config.json"
     if not (isinstance(src, Path) and f.is_file()) or (Path(src) / "model.safetensors").is_file():
         return None
-    try:
-        cfg = json.loads(f.read_text())
-    except ValueError as e:
-        raise ModelLoadError(f"{f} is not valid JSON: {e}") from None
+    cfg = read_json(f)
     if cfg.get("peft_type") != "LORA" or not cfg.get("base_model_name_or_path"):
         raise ModelLoadError(f"{f}: only LoRA adapters that name their base_model_name_or_path can be loaded as a backbone")
     return cfg
-
-
-def hub_has(repo_id: str, filename: str, kw: dict) -> bool:
-    """Whether a hub repo holds `filename` (cached or online); False when that cannot be told."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        hf_hub_download(repo_id, filename, revision=kw.get("revision"), cache_dir=kw.get("cache_dir"),
-                        local_files_only=bool(kw.get("local_files_only")))
-        return True
-    except Exception:  # no such file, offline, no such repo: transformers then reports what is wrong
-        return False
 
 
 def adapter_base(src: Path, base: str) -> Path | str:
@@ -88,7 +91,7 @@ def merge_lora(model, src: Path, cfg: dict) -> None:
         raise ModelLoadError(f"{f} holds no LoRA weights")
     with torch.no_grad():
         for key in sorted(pairs):
-            name = "model." + key.removeprefix("base_model.model.").removeprefix("model.") + ".weight"
+            name = peft_name(key) + ".weight"
             a, b = state.get(f"{key}.lora_A.weight"), state.get(f"{key}.lora_B.weight")
             if name not in params or b is None or params[name].shape != (b.shape[0], a.shape[1]):
                 raise ModelLoadError(f"{f}: {key} does not fit the base model")
