@@ -83,7 +83,7 @@ def test_gritlm_kv_reuse_does_not_apply(grit):
     _, causal = b.hidden_states(input_ids=ids, attention_mask=am, return_cache=True)
     assert torch.equal(bi.layers[0].keys, causal.layers[0].keys)  # the first layer reads embeddings only
     gap = (bi.layers[-1].values - causal.layers[-1].values).abs().max()
-    assert gap > 0.1 * causal.layers[-1].values.abs().max()  # measured: 4.7 against values up to 2.8
+    assert gap > 0.1 * causal.layers[-1].values.abs().max()
     assert rag.embedder.reuses_kv is False
 
 
