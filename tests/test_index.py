@@ -136,3 +136,39 @@ def test_hnsw_beam_follows_the_index_size_by_default():
     auto.add(np.arange(3000), vecs)
     fixed = VectorIndex(32, IndexConfig(kind="hnsw", hnsw_m=4, ef_construction=16, ef_search=1), index=auto.index)
     assert _recall_at_10(auto, q, vecs) == _recall_at_10((fixed, {"ef_search": auto_ef_search(3000)}), q, vecs)
+
+
+def test_each_store_validates_only_its_own_options():
+    from pydantic import ValidationError
+
+    from unified_rag.vectors.faiss_store import FaissConfig
+    from unified_rag.vectors.milvus_store import MilvusConfig
+
+    hnsw = IndexConfig(kind="hnsw", hnsw_m=4)
+    assert type(hnsw) is FaissConfig and hnsw.hnsw_m == 4 and isinstance(hnsw, IndexConfig)
+    assert type(IndexConfig()) is FaissConfig and IndexConfig().kind == "flat"
+    assert type(IndexConfig.model_validate({"kind": "milvus"})) is MilvusConfig
+    with pytest.raises(ValidationError, match="nlist"):
+        IndexConfig(kind="milvus", nlist=4)  # a FAISS option Milvus would ignore
+    with pytest.raises(ValidationError, match="uri"):
+        IndexConfig(kind="flat", uri="http://host:19530")
+    with pytest.raises(ValidationError, match="unknown index kind 'annoy'"):
+        IndexConfig(kind="annoy")
+    with pytest.raises(ValidationError):
+        FaissConfig(kind="milvus")
+    assert IndexConfig.model_validate(hnsw.model_dump()) == hnsw
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "milvus"])
+def test_manifests_of_the_one_class_layout_still_load(kind):
+    """Indexes saved before 0.4 hold every store's options at the top level."""
+    from unified_rag.vectors import stored_index_config
+
+    old = dict(kind=kind, nlist=1024, nprobe=16, hnsw_m=8, ef_construction=200, ef_search=None, use_gpu=None,
+               milvus_uri=None, milvus_collection="docs")
+    cfg = stored_index_config(old)
+    assert cfg.kind == kind
+    if kind == "milvus":
+        assert cfg.collection == "docs" and cfg.uri is None and "nlist" not in cfg.model_dump()
+    else:
+        assert cfg.hnsw_m == 8 and "milvus_uri" not in cfg.model_dump()

@@ -141,6 +141,8 @@ def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="
                      max_false_decline: float = typer.Option(0.15, help="The share of answerable questions the bias "
                                                              "may decline; within it, the fewest missed declines. "
                                                              "A negative value: weigh both errors alike instead."),
+                     sources: int = typer.Option(5, help="Sources in every calibration prompt: the k that answer() "
+                                                 "uses (default 5). 0: the config's min_sources..max_sources mix."),
                      model: Optional[str] = typer.Option(None, help="Backbone (default: SmolLM2-135M-Instruct).")):
     """Fit the answer adapter's decline bias on held-out questions and write it into its config."""
     from unified_rag.cli.checks import _check_file, _check_positive, _quiet
@@ -149,9 +151,12 @@ def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="
     if config is not None:
         _check_file(config, "--config")
     _check_positive(rows=rows)
+    if sources < 0:
+        raise typer.BadParameter(f"--sources must be 0 or more, got {sources}")
     _quiet(False)
     from trainers.answer import AnswerTrainConfig, calibrate
 
     report = calibrate(adapter, AnswerTrainConfig.from_file(config, model=model), n_rows=rows,
-                       max_false_decline=None if max_false_decline < 0 else max_false_decline)
+                       max_false_decline=None if max_false_decline < 0 else max_false_decline,
+                       sources=sources or None)
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "margins"}, indent=2))

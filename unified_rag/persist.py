@@ -22,11 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from filelock import FileLock, Timeout
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SerializeAsAny, ValidationError, field_validator
 
 from .chunking import ChunkConfig
 from .errors import IndexLoadError, IndexLockedError
-from .vectors import IndexConfig, index_file, save_index
+from .vectors import IndexConfig, index_file, save_index, stored_index_config
 from .io import atomic_dir, atomic_write_json, sha256_file
 from .store import DocStore
 
@@ -64,7 +64,7 @@ class Manifest(BaseModel):
     embedder_kind: str
     embedder_dim: int
     adapter_hash: str
-    index: IndexConfig
+    index: SerializeAsAny[IndexConfig]  # the store's own config class (stored_index_config reads it)
     chunking: ChunkConfig
     n_documents: int
     n_chunks: int
@@ -74,6 +74,11 @@ class Manifest(BaseModel):
     # Counts the saves into this dir (0: saved before 0.3). A writer whose copy came from an older
     # generation merges its changes onto the current one instead of overwriting it.
     generation: int = 0
+
+    @field_validator("index", mode="before")
+    @classmethod
+    def _store_config(cls, v):
+        return stored_index_config(v) if isinstance(v, dict) else v
 
 
 def manifest_version(path: Path, m: Manifest) -> str:

@@ -15,7 +15,7 @@ from .checks import (EMBEDDER_CONFIG, EMBEDDER_KINDS, Engine, IndexKind, _check_
 
 # index's layout options, as the command line names them: they shape a new index only
 LAYOUT_OPTIONS = {"kind": "--index-kind", "nlist": "--nlist", "nprobe": "--nprobe", "hnsw_m": "--hnsw-m",
-                  "ef_search": "--ef-search", "milvus_uri": "--milvus-uri",
+                  "ef_search": "--ef-search", "uri": "--milvus-uri",
                   "chunk_tokens": "--chunk-tokens", "overlap_tokens": "--overlap"}
 
 
@@ -25,11 +25,23 @@ def _check_same_layout(out: Path, stored, index_cfg, chunk_cfg) -> None:
     clash = [f"{flag} {getattr(given, k)} (the index has {getattr(have, k)})"
              for given, have in [(index_cfg, stored.index), (chunk_cfg, stored.chunking)]
              for k, flag in LAYOUT_OPTIONS.items() if k in type(given).model_fields
-             and getattr(given, k) != type(given).model_fields[k].default and getattr(given, k) != getattr(have, k)]
+             and getattr(given, k) != type(given).model_fields[k].default and getattr(given, k) != getattr(have, k, None)]
     if clash:
         raise InputError(f"{out} already holds an index, and adding keeps its layout: {'; '.join(clash)}. "
                          "Drop these options, or index into a new --out")
 
+
+
+def _index_config(kind: str, options: dict):
+    """The store's own config from the store options given (None: not given, so the store's default).
+    An option the kind has no use for is refused: it would be silently ignored."""
+    from unified_rag.vectors import IndexConfig, config_class
+
+    given = {k: v for k, v in options.items() if v is not None}
+    stray = [LAYOUT_OPTIONS[k] for k in given if k not in config_class(kind).model_fields]
+    if stray:
+        raise InputError(f"{', '.join(stray)} do{'es' if len(stray) == 1 else ''} not apply to --index-kind {kind}")
+    return IndexConfig(kind=kind, **given)
 
 
 @app.command()
@@ -47,9 +59,9 @@ def index(paths: List[Path] = typer.Argument(..., parser=path_arg, help="Files o
                                                "Milvus collection (embedded Milvus Lite, or --milvus-uri)."),
           milvus_uri: Optional[str] = typer.Option(None, help="milvus: a server's URI, e.g. http://host:19530 "
                                                    "(token from MILVUS_TOKEN); default: embedded Milvus Lite."),
-          nlist: int = typer.Option(1024, help="ivf: number of clusters."),
-          nprobe: int = typer.Option(16, help="ivf: clusters visited per query."),
-          hnsw_m: int = typer.Option(32, help="hnsw: neighbours per node."),
+          nlist: Optional[int] = typer.Option(None, help="ivf: number of clusters (default 1024)."),
+          nprobe: Optional[int] = typer.Option(None, help="ivf: clusters visited per query (default 16)."),
+          hnsw_m: Optional[int] = typer.Option(None, help="hnsw: neighbours per node (default 32)."),
           ef_search: Optional[int] = typer.Option(None, help="hnsw: candidate list size per query (default: "
                                                   "scaled with the index size, for recall@10 >= 0.95)."),
           batch_size: int = typer.Option(32, help="Chunks embedded per forward pass."),
@@ -76,11 +88,10 @@ def index(paths: List[Path] = typer.Argument(..., parser=path_arg, help="Files o
     from pydantic import ValidationError
 
     from unified_rag.chunking import ChunkConfig
-    from unified_rag.vectors import IndexConfig
 
     try:
-        index_cfg = IndexConfig(kind=index_kind.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
-                                milvus_uri=milvus_uri)
+        index_cfg = _index_config(index_kind.value, dict(nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
+                                                         uri=milvus_uri))
         chunk_cfg = ChunkConfig(chunk_tokens=chunk_tokens, overlap_tokens=overlap)
     except ValidationError as e:
         raise InputError(_validation_message(e, {"chunk_tokens": "--chunk-tokens", "overlap_tokens": "--overlap"})) \

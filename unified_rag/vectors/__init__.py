@@ -4,7 +4,7 @@ by kind (pyproject.toml's `unified_rag.vector_stores` entry points, or `registry
     faiss_store.py   VectorIndex: FAISS flat, IVF or HNSW, on the GPU when there is one (the default)
     milvus_store.py  MilvusIndex: a Milvus collection, embedded (Milvus Lite) or on a server (an extra)
 
-A store takes (dim, IndexConfig), and offers ntotal, ids(), vectors(ids), add(ids, vectors),
+A store takes (dim, its config: an IndexConfig subclass named by its `Config`), and offers ntotal, ids(), vectors(ids), add(ids, vectors),
 remove(ids), search(queries, k, ef_search=, nprobe=), save_to(folder) and load_from(folder, dim,
 config), with FILE naming what it writes into an index version folder. The pipeline calls only the
 functions below, so it never branches on the engine.
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from ..errors import InputError
 from ..registry import lookup, names
@@ -30,17 +30,27 @@ def check_search_params(ef_search: int | None, nprobe: int | None) -> None:
 
 
 class IndexConfig(BaseModel):
+    """Which vector store holds the vectors, and its options. Each store has its own config class
+    (`Config` on the store: FaissConfig for flat / ivf / hnsw, MilvusConfig for milvus), so an option
+    another store would ignore is an error rather than silently unused. `IndexConfig(kind=..., **options)`
+    and `IndexConfig.model_validate({...})` build the kind's own class; a plug-in store without a
+    `Config` takes no options."""
+
     model_config = ConfigDict(extra="forbid")
 
     kind: str = "flat"  # a registered vector store: flat, ivf, hnsw (FAISS), milvus (an extra), or a plug-in's
-    nlist: int = Field(1024, ge=1)  # ivf: coarse clusters; trained once 39 * nlist vectors are held
-    nprobe: int = Field(16, ge=1)  # ivf: clusters visited per query
-    hnsw_m: int = Field(32, ge=2)  # hnsw: neighbours per node
-    ef_construction: int = Field(200, ge=1)
-    ef_search: int | None = Field(None, ge=1)  # hnsw: None = scaled with the index size (auto_ef_search)
-    use_gpu: bool | None = None  # None: when faiss sees a GPU
-    milvus_uri: str | None = None  # milvus: a server's URI; None = embedded Milvus Lite
-    milvus_collection: str = Field("unified_rag", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+    def __new__(cls, *args, **data):
+        if cls is IndexConfig:  # the base builds the kind's own config; __init__ then validates against it
+            cls = config_class(data.get("kind", "flat"))
+        return super().__new__(cls)
+
+    @classmethod
+    def model_validate(cls, obj, *args, **kwargs):
+        own = config_class(obj.get("kind", "flat")) if cls is IndexConfig and isinstance(obj, dict) else cls
+        if own is not cls:
+            return own.model_validate(obj, *args, **kwargs)
+        return super().model_validate(obj, *args, **kwargs)
 
     @field_validator("kind")
     @classmethod
@@ -48,6 +58,24 @@ class IndexConfig(BaseModel):
         if kind not in names("vector_stores"):
             raise ValueError(f"unknown index kind {kind!r}: one of {', '.join(names('vector_stores'))}")
         return kind
+
+
+def config_class(kind) -> type[IndexConfig]:
+    """The config class of a store kind (IndexConfig itself for an unknown kind, whose validation then
+    names the known ones, and for a plug-in without a `Config`)."""
+    store = lookup("vector_stores", kind) if isinstance(kind, str) else None
+    return getattr(store, "Config", None) or IndexConfig
+
+
+def stored_index_config(data: dict) -> IndexConfig:
+    """An index config as a manifest holds it, in today's layout or in the one-class layout of indexes
+    saved before 0.4 (every store's options at the top level: the other stores' are dropped, and Milvus's
+    renamed)."""
+    if isinstance(data, dict) and "milvus_collection" in data:
+        cls = config_class(data.get("kind", "flat"))
+        data = dict(data, uri=data.get("milvus_uri"), collection=data.get("milvus_collection"))
+        data = {k: v for k, v in data.items() if k in cls.model_fields}
+    return IndexConfig.model_validate(data)
 
 
 class VectorStore(Protocol):

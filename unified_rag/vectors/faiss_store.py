@@ -17,9 +17,12 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
+
+from pydantic import Field
 
 from ..errors import IndexLoadError, InputError
 from . import IndexConfig, check_search_params  # noqa: F401  (check_search_params: its old import path)
@@ -40,13 +43,24 @@ def auto_ef_search(n: int) -> int:
     return int(min(4096, max(64, 2 ** math.ceil(math.log2(ef)))))
 
 
+class FaissConfig(IndexConfig):
+    kind: Literal["flat", "ivf", "hnsw"] = "flat"  # exact; clustered; graph
+    nlist: int = Field(1024, ge=1)  # ivf: coarse clusters; trained once 39 * nlist vectors are held
+    nprobe: int = Field(16, ge=1)  # ivf: clusters visited per query
+    hnsw_m: int = Field(32, ge=2)  # hnsw: neighbours per node
+    ef_construction: int = Field(200, ge=1)
+    ef_search: int | None = Field(None, ge=1)  # hnsw: None = scaled with the index size (auto_ef_search)
+    use_gpu: bool | None = None  # None: when faiss sees a GPU
+
+
 class VectorIndex:
     """FAISS: kinds "flat", "ivf" and "hnsw"."""
 
     FILE = "index.faiss"  # what it writes into an index version folder
+    Config = FaissConfig
 
-    def __init__(self, dim: int, config: IndexConfig | None = None, index: faiss.Index | None = None):
-        self.dim, self.config = dim, config or IndexConfig()
+    def __init__(self, dim: int, config: FaissConfig | None = None, index: faiss.Index | None = None):
+        self.dim, self.config = dim, config or FaissConfig()
         self.index = index if index is not None else self._new()
         self.deleted: set[int] = set()  # hnsw tombstones: in the graph, never returned
         self._gpu_index = None
@@ -198,11 +212,11 @@ class VectorIndex:
         self.save(Path(folder) / self.FILE)
 
     @classmethod
-    def load_from(cls, folder: Path, dim: int, config: IndexConfig) -> VectorIndex:
+    def load_from(cls, folder: Path, dim: int, config: FaissConfig) -> VectorIndex:
         return cls.load(Path(folder) / cls.FILE, dim, config)
 
     @classmethod
-    def load(cls, path: str | Path, dim: int, config: IndexConfig) -> VectorIndex:
+    def load(cls, path: str | Path, dim: int, config: FaissConfig) -> VectorIndex:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as e:

@@ -1,10 +1,10 @@
 """A vector index on Milvus, an engine that scales out: the same interface as the FAISS `VectorIndex`.
 
-`IndexConfig(kind="milvus")` keeps the vectors in a Milvus collection:
-- embedded (the default, `milvus_uri=None`): Milvus Lite, in a working folder of this process. A save
+`IndexConfig(kind="milvus")` (a MilvusConfig) keeps the vectors in a Milvus collection:
+- embedded (the default, `uri=None`): Milvus Lite, in a working folder of this process. A save
   writes a fresh Milvus Lite database into the index's version folder, and a load works on a copy,
   so saved versions stay immutable like the FAISS ones;
-- a server or cluster (`milvus_uri="http://host:19530"`, token from `MILVUS_TOKEN`): the collection
+- a server or cluster (`uri="http://host:19530"`, token from `MILVUS_TOKEN`): the collection
   lives there, and a save records only where (`index.milvus`). Search, add and delete go to the server.
 
 Vectors are L2-normalised and scored by inner product (= cosine), with a FLAT index, so results equal
@@ -18,11 +18,14 @@ import shutil
 import tempfile
 import weakref
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from pydantic import Field
+
 from ..errors import IndexLoadError, InputError
-from . import check_search_params
+from . import IndexConfig, check_search_params
 
 META_FILE = "index.milvus"  # JSON: where the collection is, its width and size
 EMBEDDED_DB = "index.milvus.db"  # Milvus Lite's folder, beside META_FILE, in embedded mode
@@ -38,14 +41,22 @@ def _client(uri: str):
     return MilvusClient(uri=uri, token=os.environ.get("MILVUS_TOKEN", ""))
 
 
+class MilvusConfig(IndexConfig):
+    kind: Literal["milvus"] = "milvus"
+    uri: str | None = None  # a server's URI; None = embedded Milvus Lite
+    collection: str = Field("unified_rag", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
 class MilvusIndex:
     FILE = META_FILE
-    def __init__(self, dim: int, config, *, _db: str | None = None):
+    Config = MilvusConfig
+
+    def __init__(self, dim: int, config: MilvusConfig, *, _db: str | None = None):
         self.dim, self.config = dim, config
-        self.collection = config.milvus_collection
-        self.server = config.milvus_uri is not None
+        self.collection = config.collection
+        self.server = config.uri is not None
         if self.server:
-            uri = config.milvus_uri
+            uri = config.uri
         else:  # embedded: a working folder of ours, removed when this object goes
             work = tempfile.mkdtemp(prefix="urag-milvus-")
             weakref.finalize(self, shutil.rmtree, work, True)
@@ -133,7 +144,7 @@ class MilvusIndex:
     def save(self, folder: str | Path) -> None:
         """Into an index version folder: META_FILE, and in embedded mode a fresh copy of the collection."""
         folder = Path(folder)
-        meta = dict(uri=self.config.milvus_uri, collection=self.collection, dim=self.dim, n=self.ntotal)
+        meta = dict(uri=self.config.uri, collection=self.collection, dim=self.dim, n=self.ntotal)
         if not self.server:
             copy = _client(str(folder / EMBEDDED_DB))
             target = MilvusIndex.__new__(MilvusIndex)
@@ -152,18 +163,18 @@ class MilvusIndex:
         self.save(folder)
 
     @classmethod
-    def load_from(cls, folder: Path, dim: int, config) -> MilvusIndex:
+    def load_from(cls, folder: Path, dim: int, config: MilvusConfig) -> MilvusIndex:
         return cls.load(folder, dim, config)
 
     @classmethod
-    def load(cls, folder: str | Path, dim: int, config) -> MilvusIndex:
+    def load(cls, folder: str | Path, dim: int, config: MilvusConfig) -> MilvusIndex:
         folder = Path(folder)
         try:
             meta = json.loads((folder / META_FILE).read_text())
             assert isinstance(meta, dict) and meta.get("dim") == dim
         except (OSError, ValueError, AssertionError):
             raise IndexLoadError(f"{folder / META_FILE} is missing, unreadable, or not for dim {dim}") from None
-        if config.milvus_uri is not None:
+        if config.uri is not None:
             return cls(dim, config)
         db = folder / EMBEDDED_DB
         if not db.is_dir():
