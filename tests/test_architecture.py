@@ -92,3 +92,26 @@ def test_the_parser_sees_every_route():
     finally:
         p.unlink()
     assert {"embedders", "trainers.loop", "benchmarks", "embedders.gem", "trainers"} <= got
+
+
+def test_help_loads_no_model_code():
+    """Every command's --help (train's defaults included) comes from torch-free modules: it stays fast."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from unified_rag.cli import app; "
+            "r = [CliRunner().invoke(app, a).exit_code for a in (['--help'], ['train', 'answer', '--help'], "
+            "['bench', '--help'], ['index', '--help'])]; "
+            "print(r, sorted(m for m in ('torch', 'transformers', 'faiss') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[0, 0, 0, 0] []", out
+
+
+@pytest.mark.parametrize("first", ["benchmarks.cli", "trainers.cli", "unified_rag.cli"])
+def test_any_cli_module_can_be_imported_first(first):
+    import subprocess
+    import sys
+
+    code = f"import {first}; import unified_rag.cli, trainers.cli, benchmarks.cli; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.stdout.strip() == "ok", r.stderr[-2000:]

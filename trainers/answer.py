@@ -18,10 +18,9 @@ import random
 from pathlib import Path
 
 import torch
-from pydantic import Field
 from tqdm.auto import tqdm
 
-from unified_rag.answer_adapter import DECLINE_TEXT, AnswerAdapter
+from unified_rag.answer_adapter import AnswerAdapter
 from unified_rag.errors import InputError
 from unified_rag.batching import pad
 from unified_rag.generator import Generator
@@ -29,26 +28,12 @@ from unified_rag.io import text_hash
 from unified_rag.sparse import SparseIndex
 from unified_rag.types import Hit
 
-from .config import LoraTrainConfig
+from .config import AnswerTrainConfig
 from .losses import token_ce
 from .method import Method
 from .run import run_method
 
 RC_FILES = ("squad11-train.jsonl.gz", "qed-nq-train.jsonl.gz", "squad2-train-first10articles.jsonl.gz")
-
-
-class AnswerTrainConfig(LoraTrainConfig):
-    min_sources: int = Field(1, ge=1)
-    max_sources: int = Field(5, ge=1)
-    decline_share: float = Field(0.2, ge=0, lt=1)  # answerable questions whose gold source is taken away
-    bm25_depth: int = 20  # BM25 neighbours considered as distractors
-    max_new_tokens: int = 32  # the answer budget the prompt leaves room for, as answer() is called
-    max_length: int = 1024  # prompt + target tokens; longer examples are dropped
-    heldout_every: int = 50  # one article in this many is held out (by title hash)
-    decline_text: str = DECLINE_TEXT
-    # LoRA on these decoder layers only (None: all). Backpropagation stops at the lowest adapted layer,
-    # so the top half of SmolLM2's 30 trains faster (benchmarks/experiments/cpu-2core/answer/step_time.py).
-    lora_layers: list[int] | None = None
 
 
 def is_heldout(title: str, every: int = 50) -> bool:

@@ -17,20 +17,12 @@ from pathlib import Path
 from embedders.birecon import BiReconEmbedder
 from unified_rag.errors import InputError
 
-from .config import LoraTrainConfig, lora_options
-from .contrastive import ContrastiveOptions, ContrastiveStage
+from .config import BiReconTrainConfig, lora_options
+from .contrastive import ContrastiveStage
 from .data import read_pairs, subsample
 from .losses import prefix_ce
 from .method import Method
 from .run import run_method
-
-
-class BiReconTrainConfig(LoraTrainConfig, ContrastiveOptions):
-    data: list[Path] = []  # (query, response) pairs, for both stages: e.g. an LLM2Vec-Gen run's responses.jsonl
-    recon_steps: int = 500
-    w_d2q: float = 0.8
-    w_q2d: float = 0.2
-    temperature: float = 0.02
 
 
 class BiReconMethod(Method):

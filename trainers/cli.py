@@ -17,23 +17,23 @@ import typer
 
 from unified_rag.cli.checks import _friendly, path_arg
 
+from .config import (AnswerTrainConfig, BiReconTrainConfig, GEMTrainConfig, LLM2VecGenTrainConfig,
+                     LLM2VecTrainConfig, TrainConfig)
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Adapt the shared backbone: LLM2Vec-Gen, GEM, LLM2Vec, bidirectional "
                   "reconstruction (embedders), and the generator's answer adapter.")
 
-METHODS = {  # command -> (module, config class)
-    "llm2vec-gen": ("trainers.llm2vec_gen", "LLM2VecGenTrainConfig"),
-    "gem": ("trainers.gem", "GEMTrainConfig"),
-    "llm2vec": ("trainers.llm2vec", "LLM2VecTrainConfig"),
-    "birecon": ("trainers.birecon", "BiReconTrainConfig"),
-    "answer": ("trainers.answer", "AnswerTrainConfig"),
+# command -> (the module that trains it, its config class). The classes are torch-free (trainers/config.py),
+# so --help shows their own defaults; those apply where neither the command line nor --config sets a
+# value (an option left at its default does not override the file).
+METHODS: dict[str, tuple[str, type[TrainConfig]]] = {
+    "llm2vec-gen": ("trainers.llm2vec_gen", LLM2VecGenTrainConfig),
+    "gem": ("trainers.gem", GEMTrainConfig),
+    "llm2vec": ("trainers.llm2vec", LLM2VecTrainConfig),
+    "birecon": ("trainers.birecon", BiReconTrainConfig),
+    "answer": ("trainers.answer", AnswerTrainConfig),
 }
-
-# The config classes' defaults, shown in --help without importing torch; they apply where neither the
-# command line nor --config sets a value (an option left at its default does not override the file).
-# tests/test_cli_hardening.py checks them against the classes.
-DEFAULTS = {m: dict(steps=1000, batch_size=16, grad_accum=1, lr=1e-4, seed=0, save_every=100) for m in METHODS}
-DEFAULTS["llm2vec-gen"].update(steps=3000, lr=5e-4, save_every=50)
 DATA_DEFAULTS = {"birecon": "none: give an LLM2Vec-Gen run's responses.jsonl",
                  "answer": "../shared/data/rc-train (SQuAD v1.1, NQ and SQuAD 2.0 train)"}
 
@@ -71,12 +71,12 @@ def _train(method: str, config: Optional[Path], out: Path, **overrides) -> None:
     _quiet(overrides.pop("verbose"))
     from pydantic import ValidationError
 
-    module_name, cfg_name = METHODS[method]
-    module = importlib.import_module(module_name)
+    module_name, config_class = METHODS[method]
     try:
-        cfg = getattr(module, cfg_name).from_file(config, **overrides)
+        cfg = config_class.from_file(config, **overrides)
     except ValidationError as e:
         raise InputError(f"{config or 'options'}: " + _validation_message(e)) from None
+    module = importlib.import_module(module_name)
     try:
         adapter = module.run(cfg, out)
     except KeyboardInterrupt:
@@ -88,7 +88,7 @@ def _train(method: str, config: Optional[Path], out: Path, **overrides) -> None:
 
 
 def _command(method: str):
-    d = DEFAULTS[method]
+    d = {k: f.default for k, f in METHODS[method][1].model_fields.items()}
     data_help = "Training files (.txt, .tsv, .jsonl) or BEIR train dirs; repeatable."
     if method in DATA_DEFAULTS:
         data_help += f" Default: {DATA_DEFAULTS[method]}."
@@ -118,7 +118,7 @@ def _command(method: str):
         overrides = {k: v if _from_command_line(ctx, k) else None for k, v in given.items()}
         _train(method, config, out, verbose=verbose, **overrides)
 
-    command.__doc__ = (f"Train a {method} adapter on the shared backbone. Options given override --config; "
+    command.__doc__ = (f"Train the {method} adapter on the shared backbone. Options given override --config; "
                        "the defaults shown apply where neither sets a value.")
     return command
 
@@ -154,7 +154,7 @@ def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="
     if sources < 0:
         raise typer.BadParameter(f"--sources must be 0 or more, got {sources}")
     _quiet(False)
-    from trainers.answer import AnswerTrainConfig, calibrate
+    from trainers.answer import calibrate
 
     report = calibrate(adapter, AnswerTrainConfig.from_file(config, model=model), n_rows=rows,
                        max_false_decline=None if max_false_decline < 0 else max_false_decline,

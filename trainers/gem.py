@@ -28,29 +28,18 @@ import os
 from pathlib import Path
 
 import torch
-from pydantic import Field
 
 from embedders.adapters import additive_mask, gem_allowed, positions
 from embedders.gem import GEMEmbedder
 from unified_rag.batching import pad
 
-from .config import LoraTrainConfig, lora_options
-from .contrastive import ContrastiveOptions, ContrastiveStage
+from .config import GEMTrainConfig, lora_options
+from .contrastive import ContrastiveStage
 from .data import read_pairs, read_texts, subsample
 from .distributed import gather_rows
 from .losses import info_nce, token_ce
 from .method import Method
 from .run import run_method
-
-
-class GEMTrainConfig(LoraTrainConfig, ContrastiveOptions):
-    num_special_tokens: int = 1
-    p_ntp: float = 0.8
-    cl_start: int = 100  # the step from which the CL term joins (NTP alone before)
-    alpha: float = Field(0.5, ge=0, lt=1)  # the CL term's weight; < 1, so NTP never drops out
-    prefix_dropout: float = 0.1
-    lr_special: float = 1e-3
-    heldout: int = 64  # texts kept out of training, for the perplexity report
 
 
 class GEMMethod(Method):

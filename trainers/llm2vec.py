@@ -24,21 +24,13 @@ import torch
 
 from embedders.llm2vec import LLM2VecEmbedder
 
-from .config import LoraTrainConfig, lora_options
-from .contrastive import ContrastiveOptions, ContrastiveStage, mine_bm25_negatives
+from .config import LLM2VecTrainConfig, lora_options
+from .contrastive import ContrastiveStage, mine_bm25_negatives
 from .data import read_pairs, read_texts, subsample
 from .distributed import gather_rows
 from .losses import info_nce, token_ce
 from .method import Method
 from .run import run_method
-
-
-class LLM2VecTrainConfig(LoraTrainConfig, ContrastiveOptions):
-    mntp_steps: int = 500
-    mask_prob: float = 0.2
-    simcse_scale: float = 20.0
-    simcse_dropout: float = 0.1  # attention dropout during SimCSE: the source of the two views
-    bidirectional: bool = True
 
 
 class LLM2VecMethod(Method):

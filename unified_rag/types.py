@@ -5,6 +5,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator
 
+DECLINE_TEXT = "I cannot answer this from the sources."  # what the answer adapter is trained to say
+
 RetrievalMode = Literal["dense", "sparse", "hybrid"]
 RETRIEVAL_MODES: tuple[str, ...] = get_args(RetrievalMode)
 AnswerMode = Literal["generative", "extractive"]

@@ -13,17 +13,6 @@ from __future__ import annotations
 from . import index  # noqa: F401, I001
 from . import query  # noqa: F401
 from . import adapters  # noqa: F401
-from .app import app
+from .app import app  # noqa: F401  (the `unified-rag` entry point)
 from .checks import (EMBEDDER_KINDS, _check_file, _check_inputs, _check_out, _check_positive, _friendly, _quiet,  # noqa: F401
                      _validation_message, path_arg)
-
-
-def _add_groups() -> None:
-    """The command groups other installed packages register; each imports heavy modules only when run."""
-    from unified_rag.registry import lookup, names
-
-    for name in names("cli"):
-        app.add_typer(lookup("cli", name), name=name)
-
-
-_add_groups()
