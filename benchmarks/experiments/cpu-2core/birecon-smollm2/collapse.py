@@ -1,6 +1,6 @@
 """Probe of the 40-step BiRecon adapter: how alike its vectors are (first 40 SciFact documents, 20 queries).
 
-    python runs/birecon-smollm2/collapse.py
+    python benchmarks/experiments/cpu-2core/birecon-smollm2/collapse.py
 """
 import sys; sys.path.insert(0, ".")  # run from the repository root
 import numpy as np
