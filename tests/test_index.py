@@ -161,7 +161,7 @@ def test_each_store_validates_only_its_own_options():
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "milvus"])
 def test_manifests_of_the_one_class_layout_still_load(kind):
-    """Indexes saved before 0.4 hold every store's options at the top level."""
+    """Indexes saved before each store had its own config hold every store's options at the top level."""
     from unified_rag.vectors import stored_index_config
 
     old = dict(kind=kind, nlist=1024, nprobe=16, hnsw_m=8, ef_construction=200, ef_search=None, use_gpu=None,

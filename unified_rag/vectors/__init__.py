@@ -68,9 +68,9 @@ def config_class(kind) -> type[IndexConfig]:
 
 
 def stored_index_config(data: dict) -> IndexConfig:
-    """An index config as a manifest holds it, in today's layout or in the one-class layout of indexes
-    saved before 0.4 (every store's options at the top level: the other stores' are dropped, and Milvus's
-    renamed)."""
+    """An index config as a manifest holds it: today's layout, or the one of indexes saved before each
+    store had its own config class, with every store's options at the top level (the other stores'
+    options are dropped, and Milvus's renamed)."""
     if isinstance(data, dict) and "milvus_collection" in data:
         cls = config_class(data.get("kind", "flat"))
         data = dict(data, uri=data.get("milvus_uri"), collection=data.get("milvus_collection"))
