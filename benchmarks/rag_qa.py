@@ -132,13 +132,14 @@ def _score(rows: list[dict], setting: str) -> dict[str, float]:
                latency_p50_s=float(np.percentile(lat, 50)), latency_p95_s=float(np.percentile(lat, 95)))
     if setting == "closed-book" or setting == "gold-removed":
         return out if setting == "closed-book" else {k: out[k] for k in ("declined", "latency_p50_s", "latency_p95_s")}
+    # A rate over no rows is undefined: None (a blank in the report), never 0.0, which would read as "all wrong".
     available = [r for r in rows if r["available"]]
-    out["false_decline"] = float(np.mean([r["declined"] for r in available])) if available else 0.0
-    out["model_citation_rate"] = float(np.mean([r["model_cited"] for r in said])) if said else 0.0
+    out["false_decline"] = float(np.mean([r["declined"] for r in available])) if available else None
+    out["model_citation_rate"] = float(np.mean([r["model_cited"] for r in said])) if said else None
     cited = [r for r in said if r["cited_ok"]]
-    out["citation_precision"] = float(np.mean([np.mean(r["cited_ok"]) for r in cited])) if cited else 0.0
+    out["citation_precision"] = float(np.mean([np.mean(r["cited_ok"]) for r in cited])) if cited else None
     answered = [r for r in said if r["available"]]
-    out["citation_recall"] = float(np.mean([r["source_cited"] for r in answered])) if answered else 0.0
+    out["citation_recall"] = float(np.mean([r["source_cited"] for r in answered])) if answered else None
     if setting.startswith("rag"):
         out["recall@k"] = float(np.mean([r["retrieved"] for r in rows]))
     return out

@@ -60,3 +60,16 @@ def test_suite_runs_end_to_end_on_the_tiny_model(tiny_backbone, tmp_path):
         run_rag_qa(UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone)), tmp_path / "squad-rag", adapter="on")
     with pytest.raises(InputError, match="unknown settings"):
         run_rag_qa(UnifiedRAG(tiny_backbone, MeanPoolEmbedder(tiny_backbone)), tmp_path / "squad-rag", settings=["x"])
+
+
+def test_a_rate_over_no_answers_is_blank_not_zero():
+    """The base model's oracle answers cited nothing: its citation precision is undefined, not 0."""
+    from benchmarks.rag_qa import _row, _score
+    from unified_rag.types import Hit
+
+    src = [Hit(rank=1, score=1.0, text="Paris is the capital of France.", doc_id="p1", chunk_id=0)]
+    rows = [_row("Paris", ["Paris"], src, cited=[], model_cited=[], declined=False, seconds=0.1, gold_doc="p1")]
+    m = _score(rows, "oracle")
+    assert m["citation_precision"] is None and m["citation_recall"] == 0.0 and m["f1"] == 1.0
+    cited = _score([_row("Paris [1]", ["Paris"], src, [1], [1], False, 0.1, "p1")], "oracle")
+    assert cited["citation_precision"] == 1.0 and cited["model_citation_rate"] == 1.0

@@ -1,7 +1,7 @@
 # How often BM25-mined negatives (hard_negatives: "bm25", no filter) are ones the offline teacher ranks
 # at or above the pair's own positive: 2,000 seeded training rows. Output: false_negatives.log.
 #     .venv/bin/python benchmarks/experiments/cpu-2core/llm2vec-supervised-hn-smollm2/false_negatives.py
-import random, json, collections
+import random, collections
 import torch
 torch.set_num_threads(1)
 from trainers.llm2vec import LLM2VecTrainConfig, load_rows
