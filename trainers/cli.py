@@ -152,7 +152,9 @@ def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="
         _check_file(config, "--config")
     _check_positive(rows=rows)
     if sources < 0:
-        raise typer.BadParameter(f"--sources must be 0 or more, got {sources}")
+        from unified_rag.errors import InputError
+
+        raise InputError(f"--sources must be 0 or more, got {sources}")
     _quiet(False)
     from trainers.answer import calibrate
 

@@ -4,10 +4,11 @@ by kind (pyproject.toml's `unified_rag.vector_stores` entry points, or `registry
     faiss_store.py   VectorIndex: FAISS flat, IVF or HNSW, on the GPU when there is one (the default)
     milvus_store.py  MilvusIndex: a Milvus collection, embedded (Milvus Lite) or on a server (an extra)
 
-A store takes (dim, its config: an IndexConfig subclass named by its `Config`), and offers ntotal, ids(), vectors(ids), add(ids, vectors),
-remove(ids), search(queries, k, ef_search=, nprobe=), save_to(folder) and load_from(folder, dim,
-config), with FILE naming what it writes into an index version folder. The pipeline calls only the
-functions below, so it never branches on the engine.
+A store takes (dim, config), its config being an instance of its `Config` (an IndexConfig subclass),
+and offers ntotal, ids(), vectors(ids), add(ids, vectors), remove(ids), search(queries, k,
+ef_search=, nprobe=), save_to(folder) and load_from(folder, dim, config), with FILE naming what it
+writes into an index version folder. The pipeline calls only the functions below, so it never
+branches on the engine.
 """
 from __future__ import annotations
 

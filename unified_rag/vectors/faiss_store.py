@@ -21,7 +21,6 @@ from typing import Literal
 
 import faiss
 import numpy as np
-
 from pydantic import Field
 
 from ..errors import IndexLoadError, InputError
