@@ -172,3 +172,19 @@ def test_manifests_of_the_one_class_layout_still_load(kind):
         assert cfg.collection == "docs" and cfg.uri is None and "nlist" not in cfg.model_dump()
     else:
         assert cfg.hnsw_m == 8 and "milvus_uri" not in cfg.model_dump()
+
+
+def test_index_help_states_the_store_defaults():
+    """`unified-rag index --help` names the FAISS defaults as text (importing the store would load faiss on
+    every --help); this keeps that text in step with FaissConfig, their source."""
+    import inspect
+    import re
+
+    from unified_rag.cli.index import index
+    from unified_rag.vectors.faiss_store import FaissConfig
+
+    params = inspect.signature(index).parameters
+    for name in ("nlist", "nprobe", "hnsw_m"):
+        stated = re.search(r"default (\d+)", params[name].default.help)
+        assert stated, f"--{name} help states no default"
+        assert int(stated.group(1)) == FaissConfig.model_fields[name].default, name
