@@ -16,6 +16,7 @@ from typing import List, Optional
 import typer
 
 from unified_rag.cli.checks import _friendly, path_arg
+from unified_rag.errors import InputError
 
 from .config import (AnswerTrainConfig, BiReconTrainConfig, GEMTrainConfig, LLM2VecGenTrainConfig,
                      LLM2VecTrainConfig, TrainConfig)
@@ -48,8 +49,6 @@ def _train(method: str, config: Optional[Path], out: Path, **overrides) -> None:
         _quiet,
         _validation_message,
     )
-    from unified_rag.errors import InputError
-
     # Everything the command line can get wrong is checked before torch and the model load.
     if config is not None:
         _check_file(config, "--config")
@@ -152,8 +151,6 @@ def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="
         _check_file(config, "--config")
     _check_positive(rows=rows)
     if sources < 0:
-        from unified_rag.errors import InputError
-
         raise InputError(f"--sources must be 0 or more, got {sources}")
     _quiet(False)
     from trainers.answer import calibrate
