@@ -446,3 +446,30 @@ def test_a_huge_question_keeps_the_top_source(rag):
     with pytest.warns(UserWarning, match="question"):
         ids, used = rag.generator.rag_prompt(question, rag.retrieve("capital of France", k=3, mode="sparse"), 16)
     assert used and len(ids) <= rag.backbone.max_length - 16
+
+
+def test_load_keeps_the_dtype_the_index_was_embedded_in(tmp_path):
+    """dtype="auto" on load rebuilds the backbone in the index's recorded dtype where the hardware has
+    it, so stored vectors and new query vectors come from one dtype (no "was embedded in" warning)."""
+    import warnings
+
+    import torch
+
+    from tests.conftest import make_tiny_backbone
+    from unified_rag import Backbone, MeanPoolEmbedder
+    from unified_rag.backbone import _cpu_flags, recorded_dtype
+
+    tiny = make_tiny_backbone()
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    b = Backbone.from_pretrained(tmp_path / "m", dtype="fp32")
+    r = UnifiedRAG(b, MeanPoolEmbedder(b, query_instruction=None))
+    r.add_texts(CORPUS[:2])
+    r.save(tmp_path / "idx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = UnifiedRAG.load(tmp_path / "idx")
+    assert back.backbone.dtype == torch.float32
+    assert recorded_dtype(None) == recorded_dtype("nonsense") == recorded_dtype("float16", "cpu") == "auto"
+    bf16_hw = bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+    assert recorded_dtype("bfloat16", "cpu") == (torch.bfloat16 if bf16_hw else "auto")

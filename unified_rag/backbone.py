@@ -67,10 +67,7 @@ def default_teacher_path() -> Path:
 def _cpu_has_fast_bf16() -> bool:
     """AMX: bf16 is several times float32. AVX512-BF16 alone: it depends on the chip (about 0.8 TFLOP/s
     on AMD EPYC, but slower than float32 on some Intel VMs), so a short matmul race decides."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     if "amx_bf16" in flags:
         return True
     if "avx512_bf16" not in flags:
@@ -87,6 +84,30 @@ def _cpu_has_fast_bf16() -> bool:
         return min(times)
 
     return best(torch.bfloat16) * 1.2 < best(torch.float32)
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return frozenset()
+
+
+def recorded_dtype(recorded: str | None, device: str | torch.device = "auto") -> str | torch.dtype:
+    """What dtype="auto" means when loading an index: the dtype it was embedded in, where this device
+    has hardware for it, so stored vectors and new query vectors agree; otherwise "auto". (On CPUs
+    with AVX512-BF16 alone, "auto" is a matmul race in each process and can differ between processes.)"""
+    want = getattr(torch, recorded or "", None)
+    if not isinstance(want, torch.dtype):
+        return "auto"
+    dev = resolve_device(device)
+    if want == torch.float32:
+        return want
+    if dev.type == "cuda":
+        return want if want == torch.float16 or torch.cuda.is_bf16_supported() else "auto"
+    bf16_hw = dev.type == "cpu" and bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+    return want if want == torch.bfloat16 and bf16_hw else "auto"
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:

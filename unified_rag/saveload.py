@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .backbone import Backbone
+from .backbone import Backbone, recorded_dtype
 from .embedder import Embedder, load_embedder
 from .errors import EmbedderMismatchError, IndexChangedError, IndexLoadError, InputError, ModelLoadError
 from .generator import GenerationConfig
@@ -113,6 +113,8 @@ class Persistent:
         Every file is checked for presence and size; `verify=True` also checks every SHA-256 (at
         1M vectors the flat index alone is 2.2 GB) and the document store's pages, as `unified-rag
         verify DIR` does.
+        `dtype="auto"` rebuilds the backbone in the dtype the index was embedded in, where this device
+        has hardware for it (its vectors and new queries then agree).
         Takes no lock: if a concurrent save() replaces the version being read, the new one is read."""
         path = Path(path)
         m = cls.read_manifest(path)
@@ -127,7 +129,8 @@ class Persistent:
                     elif isinstance(model, Backbone):
                         backbone = model
                     else:
-                        backbone = Backbone.from_pretrained(model or m.backbone, device=device, dtype=dtype)
+                        backbone = Backbone.from_pretrained(model or m.backbone, device=device, dtype=recorded_dtype(
+                            m.backbone_dtype, device) if dtype == "auto" else dtype)
                 return cls._load_version(path, m, version, backbone, embedder, generation, generator_adapter)
             except EmbedderMismatchError:
                 raise
