@@ -86,20 +86,21 @@ def squad_rag_set(data=None) -> QASet:
                  {q: next(iter(ds.qrels[q])) for q in answers})
 
 
-def rc_heldout_set(data=None) -> QASet:
+def rc_heldout_set(data=None, half: str = "report", cfg=None) -> QASet:
     """The answerable questions of rc-train's held-out articles (never trained on: trainers/answer.py),
-    over the paragraphs of those articles; the report half only (the other half calibrates the decline bias)."""
+    over the paragraphs of those articles; the report half by default (the "calibration" half is where
+    the decline bias is fitted). `cfg`: a run's AnswerTrainConfig, for its data files and held-out slice."""
     from trainers.answer import RC_FILES, AnswerTrainConfig, heldout_half, split_rows
 
-    cfg = AnswerTrainConfig(data=[Path(data) / f for f in RC_FILES] if data else [])
+    cfg = cfg or AnswerTrainConfig(data=[Path(data) / f for f in RC_FILES] if data else [])
     _, _, held = split_rows(cfg)
-    held = [r for r in held if heldout_half(r["title"]) == "report"]
+    held = [r for r in held if heldout_half(r["title"]) == half]
     corpus, ids = {}, {}
     for r in held:
         ids.setdefault(r["context"], f"p{len(ids)}")
         corpus[ids[r["context"]]] = r["context"]
     rows = [r for r in held if not r.get("is_impossible")]
-    return QASet("rc-heldout", corpus, {r["id"]: r["question"] for r in rows},
+    return QASet("rc-heldout" if half == "report" else f"rc-heldout-{half}", corpus, {r["id"]: r["question"] for r in rows},
                  {r["id"]: [a for a in r["answers"] if a.strip()] for r in rows}, {r["id"]: ids[r["context"]] for r in rows})
 
 
@@ -107,7 +108,7 @@ QA_SETS = {"squad-rag": squad_rag_set, "rc-heldout": rc_heldout_set}
 SETTINGS = ("closed-book", "rag", "rag-extractive", "oracle", "gold-removed")
 
 
-def _holds(text: str, golds: list[str]) -> bool:
+def holds_answer(text: str, golds: list[str]) -> bool:
     norm = normalize_answer(text)
     return any(g and g in norm for g in map(normalize_answer, golds))
 
@@ -115,9 +116,9 @@ def _holds(text: str, golds: list[str]) -> bool:
 def _row(text: str, golds: list[str], sources: list[Hit], cited: list[int], model_cited: list[int],
          declined: bool, seconds: float, gold_doc: str | None) -> dict:
     answer = strip_markers(text)  # the markers are citations, not words of the answer
-    holds = [h.doc_id == gold_doc or _holds(h.text, golds) for h in sources]
+    holds = [h.doc_id == gold_doc or holds_answer(h.text, golds) for h in sources]
     return dict(text=text, em=0.0 if declined else exact_match(answer, golds), f1=0.0 if declined else token_f1(answer, golds),
-                contained=not declined and _holds(answer, golds), declined=declined, seconds=seconds,
+                contained=not declined and holds_answer(answer, golds), declined=declined, seconds=seconds,
                 available=any(holds), model_cited=bool(model_cited),
                 cited_ok=[holds[n - 1] for n in cited], source_cited=any(holds[n - 1] for n in cited),
                 retrieved=gold_doc is not None and any(h.doc_id == gold_doc for h in sources))
@@ -143,6 +144,17 @@ def _score(rows: list[dict], setting: str) -> dict[str, float]:
     if setting.startswith("rag"):
         out["recall@k"] = float(np.mean([r["retrieved"] for r in rows]))
     return out
+
+
+def draw_questions(qa: QASet, n_questions: int, n_removed: int, seed: int) -> tuple[list[str], list[str], list[str]]:
+    """A seeded sample of question ids; a second draw, disjoint, whose gold paragraphs no sampled
+    question needs (they are deleted to ask it with its gold gone); and those paragraph ids."""
+    rng = np.random.default_rng(seed)
+    qids = sorted(qa.answers, key=lambda q: (len(q), q))
+    pick = [qids[i] for i in rng.permutation(len(qids))]
+    sample, held = pick[:n_questions], pick[n_questions:n_questions + n_removed]
+    removed = sorted({qa.gold[q] for q in held} - {qa.gold[q] for q in sample})
+    return sample, [q for q in held if qa.gold[q] in removed], removed
 
 
 @contextmanager
@@ -182,10 +194,7 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
         raise InputError("adapter='on' but the pipeline has no answer adapter")
     variants = [v for v in (True, False) if (v and has_adapter and adapter != "off") or (not v and adapter != "on")]
     qa = QA_SETS[qa_set](data)
-    rng = np.random.default_rng(seed)
-    qids = sorted(qa.answers, key=lambda q: (len(q), q))
-    pick = [qids[i] for i in rng.permutation(len(qids))]
-    sample, held = pick[:n_questions], pick[n_questions:n_questions + n_unanswerable]
+    sample, held, removed = draw_questions(qa, n_questions, n_unanswerable, seed)
     t0 = time.perf_counter()
     rag.add_documents([Document(id=d, text=t) for d, t in qa.corpus.items()], batch_size=batch_size)
     index_s = time.perf_counter() - t0
@@ -220,8 +229,6 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
             rows.setdefault("rag-extractive", []).append(_row(ans.text, qa.answers[q], ans.sources, ans.cited, [],
                                                               not ans.answerable, time.perf_counter() - t, qa.gold[q]))
     # Gold removed: the same pipeline after the held-out questions' gold paragraphs are deleted.
-    removed = sorted({qa.gold[q] for q in held} - {qa.gold[q] for q in sample})
-    held = [q for q in held if qa.gold[q] in removed]
     cut = {}
     if held and "gold-removed" in settings:
         rag.delete(removed)
@@ -241,7 +248,7 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
         methods[name] = dict(kind=name, metrics=_score(r, name.split(" (")[0]), n=len(r))
         if name.startswith("gold-removed"):
             methods[name]["metrics"]["declined_by_cut"] = cut.get(name.split("(")[1].rstrip(")"), 0) / len(r)
-    notes = [f"{len(sample)} questions drawn with seed {seed} from {len(qids)}; index of all {len(qa.corpus)} "
+    notes = [f"{len(sample)} questions drawn with seed {seed} from {len(qa.answers)}; index of all {len(qa.corpus)} "
              f"paragraphs built in {index_s:.0f} s; k={k}, retrieval={mode}, max_new_tokens={max_new_tokens}, "
              f"relevance cut {rag.min_relevance}." + (f" The base model answered the first {n_base} of them." if n_base else ""),
              "(adapter): the generator with its answer adapter on; (base): the base model. oracle: the gold "
@@ -261,7 +268,7 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
                for i, q in enumerate(shown)]
     return dict(suite="rag-qa", title=f"End-to-end RAG QA: {qa.name} ({len(sample)} questions)",
                 tables={"Sample answers": samples} if samples and any(n.startswith("rag (") for n in rows) else {},
-                dataset=dict(set=qa.name, paragraphs=len(qa.corpus), questions=len(qids), sample=len(sample),
+                dataset=dict(set=qa.name, paragraphs=len(qa.corpus), questions=len(qa.answers), sample=len(sample),
                              gold_removed=len(held), removed=len(removed), seed=seed),
                 main_metric="f1", methods=methods, notes=notes,
                 config=dict(k=k, mode=mode, max_new_tokens=max_new_tokens, min_relevance=rag.min_relevance, n_base=n_base,

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import CORPUS, make_tiny_rag
 from unified_rag import MeanPoolEmbedder, UnifiedRAG
 from unified_rag.answer_adapter import DECLINE_TEXT, AnswerAdapter, load_answer_adapter
-from unified_rag.errors import ModelLoadError
+from unified_rag.errors import InputError, ModelLoadError
 from unified_rag.generator import GenerationConfig, Generator
 from unified_rag.types import Hit
 
@@ -316,3 +316,67 @@ def test_loading_the_same_adapter_again_reuses_it(fresh_tiny_backbone, tmp_path)
     n = sum(p.numel() for p in b.model.parameters())
     assert load_answer_adapter(str(tmp_path / "ans"), b) is first  # no second injection
     assert sum(p.numel() for p in b.model.parameters()) == n
+
+
+def test_pipeline_margins_are_the_pipelines_first_step(fresh_tiny_backbone, tmp_path):
+    """Calibration on pipeline prompts: every asked question is either scored or declined by the cut;
+    a question whose gold paragraph was deleted is answer-free (each test paragraph alone holds its
+    number); and a margin is what greedy decoding of that very prompt decides on at its first step."""
+    from benchmarks.rag_qa import draw_questions, squad_rag_set
+    from tests.test_bench_rag_qa import _squad_dir
+    from trainers.answer import pipeline_margins
+
+    b = fresh_tiny_backbone
+    adapter = _nudged(AnswerAdapter(b, lora_r=4, lora_alpha=8), scale=0.05)
+    rag = UnifiedRAG(b, MeanPoolEmbedder(b, query_instruction=None), generator_adapter=adapter)
+    qa = squad_rag_set(_squad_dir(tmp_path))
+    sample, gone, removed = draw_questions(qa, 6, 2, seed=0)
+    assert not set(sample) & set(gone) and {qa.gold[q] for q in gone} == set(removed)
+    assert not set(removed) & {qa.gold[q] for q in sample}  # no sampled question loses its gold
+    margins, drawn = pipeline_margins(rag, qa, n_rows=6, seed=0, k=2)
+    assert drawn["asked"] == len(sample) + len(gone) == len(margins) + drawn["cut_declined"]
+    assert [m["answerable"] for m in margins[-len(gone):]] == [False] * len(gone)
+    assert all(not rag.store.has(d) for d in removed)
+    with pytest.raises(InputError, match="empty"):
+        pipeline_margins(rag, qa, n_rows=2, seed=0)
+    # The last prompt again, decoded greedily with the bias just past its margin either way.
+    q = gone[-1]
+    hits, _, _, prefix = rag._relevant(qa.questions[q], 2, "hybrid", None)
+    ids, _ = rag.generator.rag_prompt(qa.questions[q], hits, 32, prefix)
+    first = b.tokenizer(adapter.config.decline_text, add_special_tokens=False)["input_ids"][0]
+    for shift, declines in ((0.5, True), (-0.5, False)):
+        adapter.config.decline_bias = -margins[-1]["margin"] + shift
+        lean = rag.generator._lean()
+        step = next(iter(rag.generator._lean_tokens(lean, ids, 1, None)))
+        assert (step == first) is declines
+    adapter.config.decline_bias = 0.0
+
+
+def test_per_source_reading_reads_the_source_that_leans_least_to_declining(fresh_tiny_backbone):
+    b = fresh_tiny_backbone
+    a = _nudged(AnswerAdapter(b, lora_r=4, lora_alpha=8), scale=0.05)
+    rag = UnifiedRAG(b, MeanPoolEmbedder(b, query_instruction=None), generator_adapter=a)
+    rag.add_texts(CORPUS)
+    q, g = "What is the capital of France?", rag.generator
+    hits = rag.retrieve(q, k=3)
+    joint = g.read(q, hits, 8)  # the default: every source in one prompt, as before
+    assert (joint.ids, joint.source) == (g.rag_prompt(q, hits, 8)[0], None)
+    a.config.reading = "per-source"
+    r = g.read(q, hits, 8)
+    margins = [g.decline_margin(g.rag_prompt(q, [h.model_copy(update={"rank": 1})], 8)[0])[0] for h in hits]
+    assert r.source == 1 + int(np.argmin(margins)) and r.margin == pytest.approx(min(margins))
+    assert [(h.rank, h.doc_id) for h in r.used] == [(i + 1, h.doc_id) for i, h in enumerate(hits)]
+    # Generation continues from the kept KV exactly as it runs from scratch, in both decoders.
+    assert len(r.prefix.ids) == len(r.ids) - 1
+    assert g.generate_ids(r.ids, 6, r.prefix) == g.generate_ids(r.ids, 6)
+    hf = Generator(b, GenerationConfig(decode="hf"), adapter=a)
+    assert hf.generate_ids(r.ids, 6, r.prefix) == hf.generate_ids(r.ids, 6)
+    # answer() and stream_answer() read the same source and agree.
+    ans = rag.answer(q, k=3, max_new_tokens=6)
+    stream = rag.stream_answer(q, k=3, max_new_tokens=6)
+    assert "".join(stream).strip() == ans.text and stream.answer.text == ans.text
+    assert [h.doc_id for h in stream.sources] == [h.doc_id for h in ans.sources] == [h.doc_id for h in hits]
+    assert r.cite("Paris [1]. Seine [1, 2].") == f"Paris [{r.source}]. Seine [{r.source}]."
+    a.config.reading = "joint"
+    with pytest.raises(InputError, match="answer adapter"):
+        Generator(b).decline_margin(r.ids)

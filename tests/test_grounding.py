@@ -123,3 +123,17 @@ def test_streaming_follows_the_same_modes(rag):
     new = rag.stream_answer("capital of France", k=2, max_new_tokens=3, retrieval="sparse")
     assert [h.chunk_id for h in old.sources] == [h.chunk_id for h in new.sources]
     assert "".join(old) == "".join(new)
+
+
+@given(st.lists(st.sampled_from(["Paris", " [", "1", "]", "[1]", ", 2", "[3, 4]", ".", " ", "[", "x]", "12"]), max_size=12),
+       st.data())
+def test_renumbered_stream_is_renumbered_whole_text(parts, data):
+    """However the generator's text is cut into pieces, the stream renumbers it as the whole text."""
+    from unified_rag.grounding import markers, renumbered, renumbered_stream
+
+    text = "".join(parts)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
+    pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+    assert "".join(renumbered_stream(iter(pieces), 4)) == renumbered(text, 4)
+    whole = renumbered(text, 4)
+    assert set(markers(whole)) <= {4} and bool(markers(whole)) == bool(markers(text))

@@ -221,21 +221,52 @@ def decline_margins(adapter: AnswerAdapter, rows: list[dict], pool: Pool, cfg: A
     the decline sentence's first token minus the best other token's, with the adapter on. Greedy
     decoding declines exactly where margin + decline_bias > 0 (the adapter runs without a repetition
     penalty, so the first step sees the raw logits)."""
-    b = adapter.backbone
-    gen = Generator(b)
-    first = b.tokenizer(adapter.config.decline_text, add_special_tokens=False)["input_ids"][0]
+    gen = Generator(adapter.backbone, adapter=adapter)
     out = []
     for r in tqdm(rows, desc="decline margins", unit="question"):
         for share, want in ((0.0, True), (0.999, False)):
             x = make_example(r, pool, gen, cfg.model_copy(update={"decline_share": share}), example_rng(r, cfg.seed + 1))
-            if x["answerable"] != want:
-                continue
-            with adapter.active():
-                logits = b.model(input_ids=torch.tensor([x["prompt"]], device=b.device)).logits[0, -1].float()
-            other = logits.clone()
-            other[first] = float("-inf")
-            out.append(dict(answerable=want, margin=float(logits[first] - other.max())))
+            if x["answerable"] == want:
+                out.append(dict(answerable=want, margin=gen.decline_margin(x["prompt"])[0]))
     return out
+
+
+@torch.inference_mode()
+def pipeline_margins(rag, qa, n_rows: int, seed: int, k: int = 5, max_new_tokens: int = 32) -> tuple[list[dict], dict]:
+    """Margins on what `rag.answer(question, k)` reads: its default retrieval (hybrid) and relevance
+    cut over `qa`'s whole corpus, for n_rows sampled questions, then for n_rows // 3 more after their
+    gold paragraphs are deleted; the joint prompt's margin, or with per-source reading the chosen
+    source's (the lowest). A question is answerable when a source holds the gold paragraph or a gold
+    answer (as `bench rag-qa` counts false declines), answer-free otherwise; the relevance cut's own
+    declines (no source left) never reach the model and are only counted. `rag` must be empty and
+    carry the adapter as its generator's."""
+    from benchmarks.rag_qa import draw_questions, holds_answer
+    from unified_rag.retriever import _UNSET, DEFAULT_RETRIEVAL
+    from unified_rag.types import Document
+
+    if len(rag):
+        raise InputError("pipeline calibration indexes its corpus itself: pass an empty UnifiedRAG")
+    gen = rag.generator
+    sample, gone, removed = draw_questions(qa, n_rows, n_rows // 3, seed)
+    rag.add_documents([Document(id=d, text=t) for d, t in qa.corpus.items()])
+    out, cut = [], 0
+
+    def ask(questions: list[str], desc: str) -> None:
+        nonlocal cut
+        for q in tqdm(questions, desc=desc, unit="question"):
+            hits, _, _, prefix = rag._relevant(qa.questions[q], k, DEFAULT_RETRIEVAL, _UNSET)
+            if not hits:
+                cut += 1
+                continue
+            read = gen.read(qa.questions[q], hits, max_new_tokens, prefix)
+            holds = any(h.doc_id == qa.gold[q] or holds_answer(h.text, qa.answers[q]) for h in read.used)
+            margin = read.margin if read.margin is not None else gen.decline_margin(read.ids)[0]
+            out.append(dict(answerable=holds, margin=margin))
+
+    ask(sample, "decline margins (pipeline)")
+    rag.delete(removed)
+    ask(gone, "decline margins (gold deleted)")
+    return out, dict(paragraphs=len(qa.corpus), asked=len(sample) + len(gone), gold_deleted=len(gone), cut_declined=cut)
 
 
 def fit_decline_bias(margins: list[dict], max_false_decline: float | None = None) -> tuple[float, dict]:
@@ -267,7 +298,8 @@ def fit_decline_bias(margins: list[dict], max_false_decline: float | None = None
 
 
 def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: int = 300,
-              backbone=None, max_false_decline: float | None = 0.15, sources: int | None = 5) -> dict:
+              backbone=None, max_false_decline: float | None = 0.15, sources: int | None = 5,
+              pipeline: bool = False, reading: str | None = None) -> dict:
     """Fit the adapter's decline bias on the calibration half of the held-out articles and write it into
     its answer_config.json (atomically), with the figures and every margin in calibration.json beside
     it. Default rule: the fewest missed declines while false declines stay within 15% (None: the two
@@ -275,7 +307,14 @@ def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: in
 
     `sources`: every prompt carries exactly this many sources, as `answer(k=5)` asks (the margins shift
     with k: a bias fitted on a 1-to-5 mix declined 23% of answerable squad-rag questions at k=5 where it
-    targeted 15%); None keeps the config's [min_sources, max_sources] mix."""
+    targeted 15%); None keeps the config's [min_sources, max_sources] mix.
+
+    `pipeline`: fit on what the pipeline really hands the model instead of built examples: the
+    default retrieval's `sources` best paragraphs of the calibration half, gold present and deleted
+    (`pipeline_margins`). Built examples hold BM25 and same-article distractors; hybrid neighbours push
+    the model further towards declining (a bias fitted for 15% false declines on built examples gave 22%
+    in the pipeline). `reading`: set the adapter's reading ("joint" or "per-source", which only the
+    pipeline prompts can fit) and fit the bias for it; None keeps the adapter's own."""
     import json
 
     from unified_rag.answer_adapter import CONFIG_NAME
@@ -284,21 +323,40 @@ def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: in
     from .data import subsample
     from .run import load_backbone
 
-    rows, _, held = split_rows(cfg)
-    held = [r for r in held if heldout_half(r["title"]) == "calibration"]
-    sample = subsample(held, n_rows, cfg.seed + 2)
-    if sources is not None:
-        cfg = cfg.model_copy(update=dict(min_sources=sources, max_sources=sources))
-    adapter = AnswerAdapter.from_pretrained(adapter_dir, backbone=backbone or load_backbone(cfg))
-    margins = decline_margins(adapter, sample, Pool(rows), cfg)
+    config = json.loads((Path(adapter_dir) / CONFIG_NAME).read_text())
+    reading = reading or config.get("reading", "joint")
+    if reading not in ("joint", "per-source"):
+        raise InputError(f"reading must be joint or per-source, got {reading!r}")
+    if reading == "per-source" and not pipeline:
+        raise InputError("per-source reading is fitted on the pipeline's own prompts: add pipeline=True (--pipeline)")
+    if pipeline:
+        from benchmarks.rag_qa import rc_heldout_set
+        from unified_rag import UnifiedRAG
+
+        if sources is None:
+            raise InputError("pipeline calibration retrieves a fixed k: give sources (answer()'s k)")
+        qa = rc_heldout_set(half="calibration", cfg=cfg)
+        rag = UnifiedRAG.from_pretrained(backbone or cfg.model, generator_adapter=adapter_dir)
+        rag.generator.adapter.config.reading = reading
+        margins, drawn = pipeline_margins(rag, qa, n_rows, cfg.seed + 2, k=sources)
+        rows_note = (f"rc-train held-out articles, calibration half: the default pipeline's sources (hybrid, k={sources}, "
+                     f"relevance cut {rag.min_relevance}) over its {len(qa.corpus)} paragraphs, gold present and deleted")
+    else:
+        rows, _, held = split_rows(cfg)
+        held = [r for r in held if heldout_half(r["title"]) == "calibration"]
+        drawn = dict(questions=min(n_rows, len(held)))
+        sample = subsample(held, n_rows, cfg.seed + 2)
+        if sources is not None:
+            cfg = cfg.model_copy(update=dict(min_sources=sources, max_sources=sources))
+        adapter = AnswerAdapter.from_pretrained(adapter_dir, backbone=backbone or load_backbone(cfg))
+        margins = decline_margins(adapter, sample, Pool(rows), cfg)
+        rows_note = "rc-train held-out articles, calibration half (trainers/answer.py heldout_half)"
     bias, figures = fit_decline_bias(margins, max_false_decline)
-    path = Path(adapter_dir) / CONFIG_NAME
-    config = json.loads(path.read_text())
-    config["decline_bias"] = round(bias, 4)
-    atomic_write_json(path, config)
-    report = dict(decline_bias=round(bias, 4), questions=len(sample), max_false_decline=max_false_decline,
-                  sources=[cfg.min_sources, cfg.max_sources], **figures,
-                  rows="rc-train held-out articles, calibration half (trainers/answer.py heldout_half)",
+    config.update(decline_bias=round(bias, 4), reading=reading)
+    atomic_write_json(Path(adapter_dir) / CONFIG_NAME, config)
+    report = dict(decline_bias=round(bias, 4), **drawn, max_false_decline=max_false_decline,
+                  sources=[sources] * 2 if pipeline else [cfg.min_sources, cfg.max_sources], **figures,
+                  rows=rows_note, prompts="pipeline" if pipeline else "built", reading=reading,
                   margins=[dict(answerable=m["answerable"], margin=round(m["margin"], 4)) for m in margins])
     atomic_write_json(Path(adapter_dir) / "calibration.json", report)
     return report

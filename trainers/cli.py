@@ -142,6 +142,13 @@ def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="
                                                              "A negative value: weigh both errors alike instead."),
                      sources: int = typer.Option(5, help="Sources in every calibration prompt: the k that answer() "
                                                  "uses (default 5). 0: the config's min_sources..max_sources mix."),
+                     pipeline: bool = typer.Option(False, "--pipeline", help="Fit on the sources the default pipeline "
+                                                   "retrieves (hybrid, relevance cut, k = --sources) over the calibration "
+                                                   "half's paragraphs, gold present and deleted, instead of built "
+                                                   "examples. Indexes them first (minutes)."),
+                     reading: Optional[str] = typer.Option(None, help="Set the adapter's reading and fit for it: "
+                                                           "joint (every source in one prompt) or per-source "
+                                                           "(each alone; needs --pipeline). Default: the adapter's own."),
                      model: Optional[str] = typer.Option(None, help="Backbone (default: SmolLM2-135M-Instruct).")):
     """Fit the answer adapter's decline bias on held-out questions and write it into its config."""
     from unified_rag.cli.checks import _check_file, _check_positive, _quiet
@@ -150,12 +157,12 @@ def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="
     if config is not None:
         _check_file(config, "--config")
     _check_positive(rows=rows)
-    if sources < 0:
-        raise InputError(f"--sources must be 0 or more, got {sources}")
+    if sources < 0 or (pipeline and not sources):
+        raise InputError(f"--sources must be {'1' if pipeline else '0'} or more, got {sources}")
     _quiet(False)
     from trainers.answer import calibrate
 
     report = calibrate(adapter, AnswerTrainConfig.from_file(config, model=model), n_rows=rows,
                        max_false_decline=None if max_false_decline < 0 else max_false_decline,
-                       sources=sources or None)
+                       sources=sources or None, pipeline=pipeline, reading=reading)
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "margins"}, indent=2))

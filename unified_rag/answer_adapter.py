@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +53,10 @@ class AnswerAdapterConfig(BaseModel):
     # The answer is copied from a source: a penalty on tokens already in the prompt would push it away
     # from the very words it must copy. Used while the adapter is on, unless the caller sets one.
     repetition_penalty: float = 1.0
+    # "joint": every source in one prompt. "per-source": each source in its own one-source prompt, and
+    # the answer read from the one whose prompt leans least to declining (declining when even that one
+    # does); decline_bias must then be fitted on that reading (calibrate-answer --pipeline --reading).
+    reading: Literal["joint", "per-source"] = "joint"
 
 
 class AnswerAdapter(torch.nn.Module):

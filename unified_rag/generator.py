@@ -32,7 +32,7 @@ from .backbone import Backbone, cache_kwarg, output_cache
 from .batching import pad
 from .decoding import FirstStepBias, Int8Weights, LeanDecoder, check_int8_matmul, supports
 from .errors import InputError
-from .grounding import markers
+from .grounding import markers, renumbered, renumbered_stream
 from .io import read_jsonl
 from .types import Hit
 
@@ -44,6 +44,23 @@ class KVPrefix(NamedTuple):
     """Token ids and the KV cache the model computed for them, with the base weights."""
     ids: tuple[int, ...]
     cache: Any  # a transformers Cache
+
+
+class Reading(NamedTuple):
+    """What one answer is generated from: the prompt ids, the sources as the answer numbers them, the
+    KV of the prompt's first tokens where generation can reuse it, and, for a one-source prompt, that
+    source's number (the answer's markers are renumbered to it) and its first-step decline margin."""
+    ids: list[int]
+    used: list[Hit]
+    prefix: KVPrefix | None
+    source: int | None = None
+    margin: float | None = None
+
+    def cite(self, text: str) -> str:
+        return text if self.source is None else renumbered(text, self.source)
+
+    def cite_stream(self, pieces: Iterator[str]) -> Iterator[str]:
+        return pieces if self.source is None else renumbered_stream(pieces, self.source)
 
 
 QUESTION_LABEL = "Question: "
@@ -125,8 +142,53 @@ class Generator:
         """The answer adapter's calibrated bias on its decline sentence's first token, at the first step."""
         if not self._tuned() or not self.adapter.config.decline_bias:
             return None
-        first = self.backbone.tokenizer(self.adapter.config.decline_text, add_special_tokens=False)["input_ids"][0]
-        return {first: self.adapter.config.decline_bias}
+        return {self._decline_token(): self.adapter.config.decline_bias}
+
+    def _decline_token(self) -> int:
+        return self.backbone.tokenizer(self.adapter.config.decline_text, add_special_tokens=False)["input_ids"][0]
+
+    @torch.inference_mode()
+    def decline_margin(self, ids: list[int], keep_cache: bool = False) -> tuple[float, Any]:
+        """The answer adapter's first-step logit of its decline sentence's first token minus the best
+        other token's, for the prompt `ids`: greedy decoding declines exactly where this plus
+        `decline_bias` is above 0 (with the adapter's repetition penalty of 1.0). `keep_cache`: also
+        the KV of all but the prompt's last token, from which generation can continue; else None."""
+        if self.adapter is None:
+            raise InputError("a decline margin needs the generator's answer adapter")
+        first, model, dev = self._decline_token(), self.backbone.model, self.backbone.device
+        cache = None
+        with self.adapter.active():
+            if keep_cache:  # all but the last token, then the last on a copy: crop() differs across transformers
+                cache = output_cache(model(input_ids=torch.tensor([ids[:-1]], device=dev), use_cache=True))
+                out = model(input_ids=torch.tensor([ids[-1:]], device=dev), use_cache=True,
+                            **{cache_kwarg(model): copy.deepcopy(cache)})
+            else:
+                out = model(input_ids=torch.tensor([ids], device=dev))
+        logits = out.logits[0, -1].float()
+        other = logits.clone()
+        other[first] = float("-inf")
+        return float(logits[first] - other.max()), cache
+
+    def read(self, question: str, hits: list[Hit], max_new_tokens: int, prefix: KVPrefix | None = None) -> Reading:
+        """What `answer()` generates from. Joint reading: `rag_prompt` over every hit. Per-source reading
+        (the answer adapter's `reading`): each hit alone in its own prompt, and the one whose prompt
+        leans least to declining is read; its KV is kept for generation. A 135M reader beside four
+        distractors picks a wrong source or declines more often than when it reads one at a time
+        (docs/results.md)."""
+        if not (self._tuned() and self.adapter.config.reading == "per-source"):
+            return Reading(*self.rag_prompt(question, hits, max_new_tokens, prefix), prefix)
+        used, best = [], None
+        for h in hits:
+            ids, one = self.rag_prompt(question, [h.model_copy(update={"rank": 1})], max_new_tokens, prefix)
+            if not one:  # no room for it: as the joint prompt drops what does not fit
+                continue
+            used.append(one[0].model_copy(update={"rank": len(used) + 1}))  # its text as the prompt fit it
+            margin, cache = self.decline_margin(ids, keep_cache=True)
+            if best is None or margin < best.margin:
+                best = Reading(ids, [], KVPrefix(tuple(ids[:-1]), cache), len(used), margin)
+        if best is None:
+            return Reading(*self.rag_prompt(question, [], max_new_tokens, prefix), prefix)
+        return best._replace(used=used)
 
     def declined(self, text: str) -> bool:
         """Whether the answer adapter (when on) wrote its decline sentence instead of an answer."""

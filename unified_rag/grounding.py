@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -32,6 +33,30 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 def markers(text: str) -> list[int]:
     """Every number written inside [..] markers, valid or not, in order."""
     return [int(n) for group in _MARKER.findall(text) for n in re.findall(r"\d+", group)]
+
+
+_WHOLE_MARKER = re.compile(r"\[[\d,\s]*\d[\d,\s]*\]")  # one that names a number
+_OPEN_MARKER = re.compile(r"\[[\d,\s]*$")  # a marker the next piece may still close
+
+
+def renumbered(text: str, source: int) -> str:
+    """An answer read from a one-source prompt, numbered as the whole answer numbers its sources:
+    every marker it wrote names that one source."""
+    return _WHOLE_MARKER.sub(f"[{source}]", text)
+
+
+def renumbered_stream(pieces: Iterable[str], source: int) -> Iterator[str]:
+    """`renumbered`, piece by piece: text that may still open a marker waits for the next piece."""
+    held = ""
+    for piece in pieces:
+        held += piece
+        m = _OPEN_MARKER.search(held)
+        cut = m.start() if m else len(held)
+        if cut:
+            yield renumbered(held[:cut], source)
+            held = held[cut:]
+    if held:
+        yield renumbered(held, source)
 
 
 def strip_markers(text: str) -> str:

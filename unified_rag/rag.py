@@ -234,8 +234,8 @@ class UnifiedRAG(Retriever, Persistent):
             text, citations = extract(qvec, [h.text for h in hits], self._embed_sentences, max_sentences)
             return Answer(text=text, sources=hits, cited=cited_numbers(text, len(hits)), citations=citations,
                           mode="extractive")
-        ids, used = self.generator.rag_prompt(query, hits, max_new_tokens, prefix)
-        return self._grounded(self.generator.generate_ids(ids, max_new_tokens, prefix), used, vectors)
+        read = self.generator.read(query, hits, max_new_tokens, prefix)
+        return self._grounded(read.cite(self.generator.generate_ids(read.ids, max_new_tokens, read.prefix)), read.used, vectors)
 
     def stream_answer(self, query: str, k: int = 5, max_new_tokens: int = 256, mode: AnswerMode = "generative", *,
                       retrieval: RetrievalMode = DEFAULT_RETRIEVAL, min_relevance: float | None = _UNSET,
@@ -252,9 +252,9 @@ class UnifiedRAG(Retriever, Persistent):
         if not hits:
             no = self._cannot_answer("generative")
             return AnswerStream(iter([no.text]), [], finish=lambda _text: no)
-        ids, used = self.generator.rag_prompt(query, hits, max_new_tokens, prefix)
-        return AnswerStream(self.generator.stream_ids(ids, max_new_tokens, prefix), used,
-                            finish=lambda text: self._grounded(text, used, vectors))
+        read = self.generator.read(query, hits, max_new_tokens, prefix)
+        return AnswerStream(read.cite_stream(self.generator.stream_ids(read.ids, max_new_tokens, read.prefix)), read.used,
+                            finish=lambda text: self._grounded(text, read.used, vectors))
 
     # --- persistence ----------------------------------------------------------------------------
     def info(self) -> dict:
