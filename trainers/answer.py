@@ -352,9 +352,10 @@ def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: in
         margins = decline_margins(adapter, sample, Pool(rows), cfg)
         rows_note = "rc-train held-out articles, calibration half (trainers/answer.py heldout_half)"
     bias, figures = fit_decline_bias(margins, max_false_decline)
-    config.update(decline_bias=round(bias, 4), reading=reading)
+    bias = round(bias, 4) + 0.0  # + 0.0: never a "-0.0" in the config
+    config.update(decline_bias=bias, reading=reading)
     atomic_write_json(Path(adapter_dir) / CONFIG_NAME, config)
-    report = dict(decline_bias=round(bias, 4), **drawn, max_false_decline=max_false_decline,
+    report = dict(decline_bias=bias, **drawn, max_false_decline=max_false_decline,
                   sources=[sources] * 2 if pipeline else [cfg.min_sources, cfg.max_sources], **figures,
                   rows=rows_note, prompts="pipeline" if pipeline else "built", reading=reading,
                   margins=[dict(answerable=m["answerable"], margin=round(m["margin"], 4)) for m in margins])
