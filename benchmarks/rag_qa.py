@@ -273,4 +273,5 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
                 main_metric="f1", methods=methods, notes=notes,
                 config=dict(k=k, mode=mode, max_new_tokens=max_new_tokens, min_relevance=rag.min_relevance, n_base=n_base,
                             embedder=rag.embedder.kind, embedder_fingerprint=rag.embedder.fingerprint,
-                            generator_adapter=rag.info()["generator_adapter"], backbone=rag.backbone.name))
+                            generator_adapter=rag.info()["generator_adapter"], backbone=rag.backbone.name,
+                            dtype=rag.info()["dtype"]))

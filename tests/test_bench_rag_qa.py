@@ -44,7 +44,7 @@ def test_suite_runs_end_to_end_on_the_tiny_model(tiny_backbone, tmp_path):
     r = run_rag_qa(rag, _squad_dir(tmp_path), n_questions=4, n_unanswerable=6, k=2, max_new_tokens=4)
     m = r["methods"]  # no answer adapter: the base model's rows only
     assert set(m) == {"closed-book (base)", "rag (base)", "oracle (base)", "rag-extractive", "gold-removed (base)"}
-    assert m["rag (base)"]["n"] == 4 and r["config"]["mode"] == "hybrid"
+    assert m["rag (base)"]["n"] == 4 and r["config"]["mode"] == "hybrid" and r["config"]["dtype"] == "float32"
     for name in ("closed-book (base)", "rag (base)", "oracle (base)"):
         assert m[name]["metrics"]["f1"] >= m[name]["metrics"]["exact_match"]  # each row's F1 is 1 where EM is
         assert m[name]["metrics"]["latency_p50_s"] > 0

@@ -338,3 +338,12 @@ def test_an_interrupted_index_run_continues_from_its_last_save(tmp_path, monkeyp
     assert r.exit_code == 0 and "indexed 2 documents; idx now holds 6 documents" in r.output, r.output
     assert not saved & set(groups[3])  # the second run embedded only the two the first had not saved
     one_error_line(runner.invoke(app, [*args[:-1], "nan"]))
+
+
+@pytest.mark.parametrize("extra, fragment", [(["--reading", "bogus"], "joint or per-source"),
+                                              (["--reading", "per-source"], "--pipeline"),
+                                              (["--pipeline", "--sources", "0"], "1 or more")])
+def test_calibrate_answer_reading_mistakes_are_one_line(tmp_path, no_model, extra, fragment):
+    (tmp_path / "answer_config.json").write_text(json.dumps({"decline_bias": -0.75}))
+    line = one_error_line(runner.invoke(app, ["train", "calibrate-answer", str(tmp_path), *extra]))
+    assert fragment in line and no_model == []

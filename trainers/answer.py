@@ -311,9 +311,8 @@ def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: in
 
     `pipeline`: fit on what the pipeline really hands the model instead of built examples: the
     default retrieval's `sources` best paragraphs of the calibration half, gold present and deleted
-    (`pipeline_margins`). Built examples hold BM25 and same-article distractors; hybrid neighbours push
-    the model further towards declining (a bias fitted for 15% false declines on built examples gave 22%
-    in the pipeline). `reading`: set the adapter's reading ("joint" or "per-source", which only the
+    (`pipeline_margins`). Built examples hold BM25 and same-article distractors, the pipeline its hybrid
+    neighbours (for the shipped adapter both gave nearly the same bias: docs/results.md). `reading`: set the adapter's reading ("joint" or "per-source", which only the
     pipeline prompts can fit) and fit the bias for it; None keeps the adapter's own."""
     import json
 
