@@ -89,14 +89,16 @@ def test_auto_dtype_reads_the_cpu(monkeypatch, flags, fast):
     from unified_rag import backbone as B
 
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **kw: flags)
-    B._cpu_has_fast_bf16.cache_clear(), B._cpu_flags.cache_clear()
+    B._cpu_has_fast_bf16.cache_clear()
+    B._cpu_flags.cache_clear()
     try:
         assert B._cpu_has_fast_bf16() is fast
         assert B.resolve_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if fast else torch.float32)
         # An index embedded in bf16 is loaded in bf16 only where the CPU has bf16 instructions.
         assert B.recorded_dtype("bfloat16", "cpu") == (torch.bfloat16 if fast else "auto")
     finally:
-        B._cpu_has_fast_bf16.cache_clear(), B._cpu_flags.cache_clear()
+        B._cpu_has_fast_bf16.cache_clear()
+        B._cpu_flags.cache_clear()
 
 
 def test_compiled_encoding_equals_eager(fresh_tiny_backbone):

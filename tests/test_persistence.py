@@ -457,7 +457,7 @@ def test_load_keeps_the_dtype_the_index_was_embedded_in(tmp_path):
 
     from tests.conftest import make_tiny_backbone
     from unified_rag import Backbone, MeanPoolEmbedder
-    from unified_rag.backbone import _cpu_flags, recorded_dtype
+    from unified_rag.backbone import _cpu_has_bf16, recorded_dtype
 
     tiny = make_tiny_backbone()
     tiny.model.save_pretrained(tmp_path / "m")
@@ -471,5 +471,4 @@ def test_load_keeps_the_dtype_the_index_was_embedded_in(tmp_path):
         back = UnifiedRAG.load(tmp_path / "idx")
     assert back.backbone.dtype == torch.float32
     assert recorded_dtype(None) == recorded_dtype("nonsense") == recorded_dtype("float16", "cpu") == "auto"
-    bf16_hw = bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
-    assert recorded_dtype("bfloat16", "cpu") == (torch.bfloat16 if bf16_hw else "auto")
+    assert recorded_dtype("bfloat16", "cpu") == (torch.bfloat16 if _cpu_has_bf16() else "auto")

@@ -316,7 +316,7 @@ def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: in
     pipeline prompts can fit) and fit the bias for it; None keeps the adapter's own."""
     import json
 
-    from unified_rag.answer_adapter import CONFIG_NAME
+    from unified_rag.answer_adapter import CONFIG_NAME, READING_MODES
     from unified_rag.io import atomic_write_json
 
     from .data import subsample
@@ -324,8 +324,8 @@ def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: in
 
     config = json.loads((Path(adapter_dir) / CONFIG_NAME).read_text())
     reading = reading or config.get("reading", "joint")
-    if reading not in ("joint", "per-source"):
-        raise InputError(f"reading must be joint or per-source, got {reading!r}")
+    if reading not in READING_MODES:
+        raise InputError(f"reading must be {' or '.join(READING_MODES)}, got {reading!r}")
     if reading == "per-source" and not pipeline:
         raise InputError("per-source reading is fitted on the pipeline's own prompts: add pipeline=True (--pipeline)")
     if pipeline:
@@ -333,7 +333,7 @@ def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: in
         from unified_rag import UnifiedRAG
 
         if sources is None:
-            raise InputError("pipeline calibration retrieves a fixed k: give sources (answer()'s k)")
+            raise InputError("pipeline calibration retrieves a fixed k: --sources (answer()'s k) must be 1 or more")
         qa = rc_heldout_set(half="calibration", cfg=cfg)
         rag = UnifiedRAG.from_pretrained(backbone or cfg.model, generator_adapter=adapter_dir)
         rag.generator.adapter.config.reading = reading
@@ -343,8 +343,8 @@ def calibrate(adapter_dir: str | os.PathLike, cfg: AnswerTrainConfig, n_rows: in
     else:
         rows, _, held = split_rows(cfg)
         held = [r for r in held if heldout_half(r["title"]) == "calibration"]
-        drawn = dict(questions=min(n_rows, len(held)))
         sample = subsample(held, n_rows, cfg.seed + 2)
+        drawn = dict(questions=len(sample))
         if sources is not None:
             cfg = cfg.model_copy(update=dict(min_sources=sources, max_sources=sources))
         adapter = AnswerAdapter.from_pretrained(adapter_dir, backbone=backbone or load_backbone(cfg))

@@ -157,8 +157,8 @@ def calibrate_answer(adapter: Path = typer.Argument(..., parser=path_arg, help="
     if config is not None:
         _check_file(config, "--config")
     _check_positive(rows=rows)
-    if sources < 0 or (pipeline and not sources):
-        raise InputError(f"--sources must be {'1' if pipeline else '0'} or more, got {sources}")
+    if sources < 0:
+        raise InputError(f"--sources must be 0 or more, got {sources}")
     _quiet(False)
     from trainers.answer import calibrate
 

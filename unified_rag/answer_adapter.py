@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +33,10 @@ WEIGHTS_NAME = "adapter.safetensors"
 ASSETS = Path(__file__).parent / "assets"
 # What generator_adapter="auto" loads on each backbone that has one shipped.
 AUTO_ANSWER_ADAPTER = {DEFAULT_MODEL: ASSETS / "smollm2-135m-instruct" / "answer"}
+
+
+ReadingMode = Literal["joint", "per-source"]
+READING_MODES: tuple[str, ...] = get_args(ReadingMode)
 
 
 class AnswerAdapterConfig(BaseModel):
@@ -56,7 +60,7 @@ class AnswerAdapterConfig(BaseModel):
     # "joint": every source in one prompt. "per-source": each source in its own one-source prompt, and
     # the answer read from the one whose prompt leans least to declining (declining when even that one
     # does); decline_bias must then be fitted on that reading (calibrate-answer --pipeline --reading).
-    reading: Literal["joint", "per-source"] = "joint"
+    reading: ReadingMode = "joint"
 
 
 class AnswerAdapter(torch.nn.Module):

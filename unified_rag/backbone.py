@@ -67,10 +67,9 @@ def default_teacher_path() -> Path:
 def _cpu_has_fast_bf16() -> bool:
     """AMX: bf16 is several times float32. AVX512-BF16 alone: it depends on the chip (about 0.8 TFLOP/s
     on AMD EPYC, but slower than float32 on some Intel VMs), so a short matmul race decides."""
-    flags = _cpu_flags()
-    if "amx_bf16" in flags:
+    if "amx_bf16" in _cpu_flags():
         return True
-    if "avx512_bf16" not in flags:
+    if not _cpu_has_bf16():
         return False
 
     def best(dtype: torch.dtype) -> float:
@@ -94,6 +93,11 @@ def _cpu_flags() -> frozenset[str]:
         return frozenset()
 
 
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU has bf16 instructions at all (fast or not)."""
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+
+
 def recorded_dtype(recorded: str | None, device: str | torch.device = "auto") -> str | torch.dtype:
     """What dtype="auto" means when loading an index: the dtype it was embedded in, where this device
     has hardware for it, so stored vectors and new query vectors agree; otherwise "auto". (On CPUs
@@ -106,8 +110,7 @@ def recorded_dtype(recorded: str | None, device: str | torch.device = "auto") ->
         return want
     if dev.type == "cuda":
         return want if want == torch.float16 or torch.cuda.is_bf16_supported() else "auto"
-    bf16_hw = dev.type == "cpu" and bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
-    return want if want == torch.bfloat16 and bf16_hw else "auto"
+    return want if want == torch.bfloat16 and dev.type == "cpu" and _cpu_has_bf16() else "auto"
 
 
 def cache_kwarg(model: torch.nn.Module) -> str:
