@@ -30,7 +30,7 @@ install-gpu: $(STAMP)
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/unified-rag index examples/theorems/theorems.jsonl --out runs/demo-index
-	HF_HUB_OFFLINE=1 $(BIN)/unified-rag ask runs/demo-index "What does the Kraft inequality say about prefix codes?" --max-new-tokens 120
+	HF_HUB_OFFLINE=1 $(BIN)/unified-rag ask runs/demo-index "Who first introduced the Kraft inequality?" --max-new-tokens 120
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs

@@ -95,13 +95,16 @@ def test_one_copy_of_the_weights_and_memory():
 
 
 def test_answer_with_numbered_sources(demo_rag):
-    ans = demo_rag.answer("What does the Kraft inequality say about prefix codes?", k=3, max_new_tokens=48)
-    assert isinstance(ans, Answer) and ans.text.strip() and ans.answerable
+    # A factoid question, what the shipped answer adapter was trained for; it declines most descriptive
+    # ones ("What does the Kraft inequality say?": docs/guide.md, "What the adapter is for").
+    q = "Who first introduced the Kraft inequality?"
+    ans = demo_rag.answer(q, k=3, max_new_tokens=48)
+    assert isinstance(ans, Answer) and ans.answerable and "Kraft" in ans.text, ans.text
     assert 1 <= len(ans.sources) <= 3 and [h.rank for h in ans.sources] == list(range(1, len(ans.sources) + 1))
     assert "Kraft inequality" in {h.doc_id for h in ans.sources}
     assert all(h.relevance >= (demo_rag.min_relevance or -1) for h in ans.sources)
     assert ans.cited and {c.sentence for c in ans.citations}  # written or attributed, every answer cites
-    stream = demo_rag.stream_answer("What does the Kraft inequality say about prefix codes?", k=3, max_new_tokens=48)
+    stream = demo_rag.stream_answer(q, k=3, max_new_tokens=48)
     streamed = "".join(stream).strip()
     assert stream.answer.text == ans.text and streamed  # greedy: the same text, grounded the same way
 
@@ -112,8 +115,8 @@ def test_out_of_domain_questions_get_cannot_answer(demo_rag, monkeypatch):
     for these out-of-domain ones (fewer documents here can only lower them), against the cut of 0.347."""
     assert demo_rag.min_relevance is not None and 0.2 < demo_rag.min_relevance < 0.5
     for q in ("What is Huffman coding?", "What does the Kraft inequality say about prefix codes?"):
-        ans = demo_rag.answer(q, k=3, max_new_tokens=8)
-        assert ans.answerable and ans.sources[0].relevance > demo_rag.min_relevance + 0.1, (q, ans.sources)
+        ans = demo_rag.answer(q, k=3, max_new_tokens=8)  # past the cut; the model may still decline
+        assert ans.sources and ans.sources[0].relevance > demo_rag.min_relevance + 0.1, (q, ans.sources)
     monkeypatch.setattr(demo_rag.generator, "generate_ids", lambda *a, **k: pytest.fail("generated without a source"))
     for q in ("Which city is the capital of Australia?", "How do I bake sourdough bread?",
               "Who wrote Pride and Prejudice?"):
