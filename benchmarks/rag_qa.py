@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from unified_rag.errors import InputError
 from unified_rag.generator import cited_numbers
 from unified_rag.grounding import strip_markers
-from unified_rag.types import Hit
+from unified_rag.types import Document, Hit
 
 from .data import DATA, load_beir, read_jsonl
 
@@ -78,6 +78,10 @@ class QASet:
     questions: dict[str, str]
     answers: dict[str, list[str]]
     gold: dict[str, str]  # question id -> the id of its paragraph
+
+    def documents(self) -> list[Document]:
+        """The corpus as documents to index, ids kept (gold ids and deletions refer to them)."""
+        return [Document(id=d, text=t) for d, t in self.corpus.items()]
 
 
 def squad_rag_set(data=None) -> QASet:
@@ -178,8 +182,6 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
     setting, with the answer adapter (`adapter` "on"), the base model ("off") or each in turn ("both").
     `n_base`: the base model answers only the first n_base questions of the sample (it writes every
     token of its budget, so it is the slow side; its rows say how many)."""
-    from unified_rag.types import Document
-
     if rag.store.count()[0]:
         raise InputError("rag-qa indexes its corpus itself: pass an empty UnifiedRAG")
     if qa_set not in QA_SETS:
@@ -196,7 +198,7 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
     qa = QA_SETS[qa_set](data)
     sample, held, removed = draw_questions(qa, n_questions, n_unanswerable, seed)
     t0 = time.perf_counter()
-    rag.add_documents([Document(id=d, text=t) for d, t in qa.corpus.items()], batch_size=batch_size)
+    rag.add_documents(qa.documents(), batch_size=batch_size)
     index_s = time.perf_counter() - t0
     rows: dict[str, list[dict]] = {}
     generative = [s for s in settings if s not in ("rag-extractive", "gold-removed")]
@@ -266,6 +268,7 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
     samples = [dict(question=qa.questions[q], gold=qa.answers[q][0],
                     **{name: rows[name][i]["text"][:120] for name in rows if name.startswith("rag (")})
                for i, q in enumerate(shown)]
+    info = rag.info()
     return dict(suite="rag-qa", title=f"End-to-end RAG QA: {qa.name} ({len(sample)} questions)",
                 tables={"Sample answers": samples} if samples and any(n.startswith("rag (") for n in rows) else {},
                 dataset=dict(set=qa.name, paragraphs=len(qa.corpus), questions=len(qa.answers), sample=len(sample),
@@ -273,5 +276,4 @@ def run_rag_qa(rag, data=None, *, qa_set: str = "squad-rag", n_questions: int = 
                 main_metric="f1", methods=methods, notes=notes,
                 config=dict(k=k, mode=mode, max_new_tokens=max_new_tokens, min_relevance=rag.min_relevance, n_base=n_base,
                             embedder=rag.embedder.kind, embedder_fingerprint=rag.embedder.fingerprint,
-                            generator_adapter=rag.info()["generator_adapter"], backbone=rag.backbone.name,
-                            dtype=rag.info()["dtype"]))
+                            backbone=rag.backbone.name, **{k: info[k] for k in ("generator_adapter", "dtype")}))

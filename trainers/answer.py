@@ -242,13 +242,12 @@ def pipeline_margins(rag, qa, n_rows: int, seed: int, k: int = 5, max_new_tokens
     carry the adapter as its generator's."""
     from benchmarks.rag_qa import draw_questions, holds_answer
     from unified_rag.retriever import _UNSET, DEFAULT_RETRIEVAL
-    from unified_rag.types import Document
 
     if len(rag):
         raise InputError("pipeline calibration indexes its corpus itself: pass an empty UnifiedRAG")
     gen = rag.generator
     sample, gone, removed = draw_questions(qa, n_rows, n_rows // 3, seed)
-    rag.add_documents([Document(id=d, text=t) for d, t in qa.corpus.items()])
+    rag.add_documents(qa.documents())
     out, cut = [], 0
 
     def ask(questions: list[str], desc: str) -> None:

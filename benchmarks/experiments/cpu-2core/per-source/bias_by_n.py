@@ -14,12 +14,12 @@ from tqdm import tqdm
 
 from benchmarks.rag_qa import draw_questions, holds_answer, rc_heldout_set
 from trainers.answer import fit_decline_bias
-from unified_rag import Document, UnifiedRAG
+from unified_rag import UnifiedRAG
 from unified_rag.types import Hit
 
 qa = rc_heldout_set(half="calibration")
 rag = UnifiedRAG.from_pretrained()
-rag.add_documents([Document(id=d, text=t) for d, t in qa.corpus.items()])
+rag.add_documents(qa.documents())
 g = rag.generator
 
 

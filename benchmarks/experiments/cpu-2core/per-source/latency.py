@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 from benchmarks.rag_qa import rc_heldout_set
-from unified_rag import UnifiedRAG, Document
-from unified_rag.retriever import DEFAULT_RETRIEVAL, _UNSET
+from unified_rag import UnifiedRAG
+from unified_rag.retriever import _UNSET, DEFAULT_RETRIEVAL
+
 qa = rc_heldout_set(half="calibration")
 rag = UnifiedRAG.from_pretrained()
-rag.add_documents([Document(id=d, text=t) for d, t in qa.corpus.items()])
+rag.add_documents(qa.documents())
 g = rag.generator
 qs = random.Random(1).sample(sorted(qa.questions), 20)
 T = {"retrieve": 0, "read_ps": 0, "gen_ps": 0, "read_joint": 0, "gen_joint": 0}
@@ -25,14 +26,21 @@ for reading in ("per-source", "joint"):
     g.adapter.config.decline_bias = 0.0 if reading == "per-source" else -0.75
     k = "ps" if reading == "per-source" else "joint"
     for q in qs:
+        question = qa.questions[q]
         t = time.perf_counter()
-        hits, vec, qv, prefix = rag._relevant(qa.questions[q], 5, DEFAULT_RETRIEVAL, _UNSET)
+        hits, _, _, prefix = rag._relevant(question, 5, DEFAULT_RETRIEVAL, _UNSET)
         T["retrieve"] += (time.perf_counter() - t) / 2  # retrieved once per reading
-        if not hits: continue
-        t = time.perf_counter(); r = g.read(qa.questions[q], hits, 32, prefix); T["read_" + k] += time.perf_counter() - t
-        ntok[k] += len(r.ids) if reading == "joint" else sum(len(g.rag_prompt(qa.questions[q], [h], 32)[0]) for h in hits)
-        t = time.perf_counter(); out = g.generate_ids(r.ids, 32, r.prefix); T["gen_" + k] += time.perf_counter() - t
-        ntok[k + "_gen"] += len(g.backbone.tokenizer(out)["input_ids"]) if isinstance(out, str) else 0
-result = dict(seconds={k: round(v / 20, 3) for k, v in T.items()}, tokens={k: v / 20 for k, v in ntok.items()}, decode=g.config.decode)
+        if not hits:
+            continue
+        t = time.perf_counter()
+        r = g.read(question, hits, 32, prefix)
+        T["read_" + k] += time.perf_counter() - t
+        ntok[k] += len(r.ids) if reading == "joint" else sum(len(g.rag_prompt(question, [h], 32)[0]) for h in hits)
+        t = time.perf_counter()
+        out = g.generate_ids(r.ids, 32, r.prefix)
+        T["gen_" + k] += time.perf_counter() - t
+        ntok[k + "_gen"] += len(g.backbone.tokenizer(out)["input_ids"])
+result = dict(seconds={k: round(v / 20, 3) for k, v in T.items()}, tokens={k: v / 20 for k, v in ntok.items()},
+              decode=g.config.decode)
 print(result)
 Path(__file__).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
