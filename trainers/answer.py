@@ -115,7 +115,8 @@ def make_example(r: dict, pool: Pool, gen: Generator, cfg: AnswerTrainConfig, rn
     near = [int(i) for i in pool.bm25.search(r["question"], cfg.bm25_depth)[0] if usable(int(i))]
     rng.shuffle(same)
     picked: list[int] = [gold] if impossible else []  # an unanswerable question's own paragraph lacks the answer
-    for pair in zip(same + [-1] * len(near), near + [-1] * len(same)):  # alternate hard and BM25
+    first, second = (near, same) if cfg.distractor_first == "bm25" else (same, near)
+    for pair in zip(first + [-1] * len(second), second + [-1] * len(first)):  # alternate the two kinds
         for i in pair:
             if i >= 0 and i not in picked and len(picked) < k - answerable:
                 picked.append(i)

@@ -131,6 +131,9 @@ class AnswerTrainConfig(LoraTrainConfig):
     max_sources: int = Field(5, ge=1)
     decline_share: float = Field(0.2, ge=0, lt=1)  # answerable questions whose gold source is taken away
     bm25_depth: int = 20  # BM25 neighbours considered as distractors
+    # Distractors alternate same-article and BM25 paragraphs; this kind comes first. With one source,
+    # "bm25" gives the question's closest answer-free paragraph, as retrieval would with the gold gone.
+    distractor_first: Literal["same-article", "bm25"] = "same-article"
     max_new_tokens: int = 32  # the answer budget the prompt leaves room for, as answer() is called
     max_length: int = 1024  # prompt + target tokens; longer examples are dropped
     heldout_every: int = 50  # one article in this many is held out (by title hash)
