@@ -5,10 +5,13 @@ theorem descriptions), each title is asked as "What does the <title> say?" throu
 margin + bias > 0). Joint reading with its bias -0.75, per-source reading with its bias 0.0, and the
 one-source prompt (the theorem's own description alone, where both readings build the same prompt).
 120 titles drawn with seed 0 (about 4 s each on 2 cores); the whole corpus is indexed.
-    python benchmarks/experiments/cpu-2core/descriptive/margins.py
+    python benchmarks/experiments/cpu-2core/descriptive/margins.py [ADAPTER_DIR [OUT_JSON]]
+The defaults are the three-run adapter reading per source (results.json); per-source reading uses the
+adapter's own bias, joint reading the three-run adapter's -0.75.
 """
 import json
 import random
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -17,12 +20,15 @@ from unified_rag import Document, UnifiedRAG
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[3]
-JOINT_BIAS, PER_SOURCE_BIAS = -0.75, 0.0
+ADAPTER = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "runs/answer-per-source/adapter")
+OUT = HERE / (sys.argv[2] if len(sys.argv) > 2 else "results.json")
+JOINT_BIAS = -0.75
 
 rows = [json.loads(line) for line in (ROOT / "examples/theorems/theorems.jsonl").read_text().splitlines()]
-rag = UnifiedRAG.from_pretrained()
+rag = UnifiedRAG.from_pretrained(generator_adapter=ADAPTER)
 rag.add_documents([Document(id=r["_id"], text=f"{r['title']}\n{r['text']}") for r in rows])
 g, adapter = rag.generator, rag.generator.adapter
+PER_SOURCE_BIAS = adapter.config.decline_bias
 out = []
 for r in tqdm(random.Random(0).sample(rows, 120), desc="questions"):
     q = f"What does the {r['title']} say?"
@@ -44,10 +50,11 @@ def rate(key, bias, rows):
     return {"n": len(m), "declines": sum(v + bias > 0 for v in m) / max(len(m), 1)}
 
 
-summary = {"questions": len(out), "cut_declined": sum(not x["n_hits"] for x in out),
-           "pipeline_joint_at_-0.75": rate("joint", JOINT_BIAS, out),
-           "pipeline_per_source_at_0.0": rate("per_source", PER_SOURCE_BIAS, out),
-           "one_source_at_-0.75": rate("one_source", JOINT_BIAS, out),
-           "one_source_at_0.0": rate("one_source", PER_SOURCE_BIAS, out)}
+summary = {"adapter": ADAPTER.removeprefix(str(ROOT) + "/"), "questions": len(out),
+           "cut_declined": sum(not x["n_hits"] for x in out),
+           f"pipeline_joint_at_{JOINT_BIAS}": rate("joint", JOINT_BIAS, out),
+           f"pipeline_per_source_at_{PER_SOURCE_BIAS}": rate("per_source", PER_SOURCE_BIAS, out),
+           f"one_source_at_{JOINT_BIAS}": rate("one_source", JOINT_BIAS, out),
+           f"one_source_at_{PER_SOURCE_BIAS}": rate("one_source", PER_SOURCE_BIAS, out)}
 print(json.dumps(summary, indent=1))
-(HERE / "results.json").write_text(json.dumps({"summary": summary, "rows": out}, indent=1) + "\n")
+OUT.write_text(json.dumps({"summary": summary, "rows": out}, indent=1) + "\n")
