@@ -6,8 +6,10 @@ margin + bias > 0). Joint reading with its bias -0.75, per-source reading with i
 one-source prompt (the theorem's own description alone, where both readings build the same prompt).
 120 titles drawn with seed 0 (about 4 s each on 2 cores); the whole corpus is indexed.
     python benchmarks/experiments/cpu-2core/descriptive/margins.py [ADAPTER_DIR [OUT_JSON]]
-The defaults are the three-run adapter reading per source (results.json); per-source reading uses the
-adapter's own bias, joint reading the three-run adapter's -0.75.
+The defaults are the three-run adapter reading per source (results.json; restore its weights first with
+`git show 05ae01e:unified_rag/assets/smollm2-135m-instruct/answer/adapter.safetensors >
+runs/answer-per-source/adapter/adapter.safetensors`); per-source reading uses the adapter's own bias,
+joint reading the three-run adapter's -0.75.
 """
 import json
 import random
