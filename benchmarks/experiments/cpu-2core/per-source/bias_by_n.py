@@ -6,6 +6,9 @@ margins for the gold paragraph and for the 5 best hybrid neighbours that hold no
 n - 1 neighbours; answer-free, n neighbours. The bias that keeps false declines within 15% with the
 fewest missed ones (trainers/answer.py fit_decline_bias), and the errors of the shipped bias (0.0).
     python benchmarks/experiments/cpu-2core/per-source/bias_by_n.py
+Measured with the three-run adapter (shipped then), which it loads from runs/answer-per-source/adapter
+(restore its weights first: git show 05ae01e:unified_rag/assets/smollm2-135m-instruct/answer/adapter.safetensors
+> runs/answer-per-source/adapter/adapter.safetensors).
 """
 import json
 from pathlib import Path
@@ -18,7 +21,8 @@ from unified_rag import UnifiedRAG
 from unified_rag.types import Hit
 
 qa = rc_heldout_set(half="calibration")
-rag = UnifiedRAG.from_pretrained()
+THREE_RUNS = Path(__file__).parents[4] / "runs/answer-per-source/adapter"
+rag = UnifiedRAG.from_pretrained(generator_adapter=str(THREE_RUNS))
 rag.add_documents(qa.documents())
 g = rag.generator
 

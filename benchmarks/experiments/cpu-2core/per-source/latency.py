@@ -4,6 +4,9 @@ retrieval, reading (per-source: its one-source prefills; joint: building the pro
 (joint: its prefill and decoding; per-source: decoding from the kept KV), the prompt tokens read and
 the tokens generated.
     python benchmarks/experiments/cpu-2core/per-source/latency.py
+Measured with the three-run adapter (shipped then), which it loads from runs/answer-per-source/adapter
+(restore its weights first: git show 05ae01e:unified_rag/assets/smollm2-135m-instruct/answer/adapter.safetensors
+> runs/answer-per-source/adapter/adapter.safetensors).
 """
 import json
 import random
@@ -15,7 +18,8 @@ from unified_rag import UnifiedRAG
 from unified_rag.retriever import _UNSET, DEFAULT_RETRIEVAL
 
 qa = rc_heldout_set(half="calibration")
-rag = UnifiedRAG.from_pretrained()
+THREE_RUNS = Path(__file__).parents[4] / "runs/answer-per-source/adapter"
+rag = UnifiedRAG.from_pretrained(generator_adapter=str(THREE_RUNS))
 rag.add_documents(qa.documents())
 g = rag.generator
 qs = random.Random(1).sample(sorted(qa.questions), 20)
